@@ -1,0 +1,25 @@
+# The two commands of the README: `make run` and `make test`. Both set up
+# .venv from the pinned requirements first (once; again when they change).
+VENV := .venv
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: setup data run test
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+	touch $@
+
+# The default data source is Debian's dataset-fashion-mnist: install it when missing and we can.
+data:
+	@scripts/ensure-data.sh
+
+run: setup data
+	dvc repro
+	dvc metrics show
+
+test: setup
+	$(VENV)/bin/python -m pytest

@@ -1,0 +1,1 @@
+"""LeNet-5 variants on Fashion-MNIST (and MNIST, KMNIST, QMNIST): one module per DVC stage."""

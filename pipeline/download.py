@@ -1,0 +1,152 @@
+"""Stage `download`: fetch the four IDX files of data.dataset.
+
+Reads params: data.dataset, data.sources.<dataset>, data.verify_checksums.
+Writes:       <out>/<Dataset>/raw/<file> (decompressed), the layout that
+              torchvision's dataset classes load with download=False.
+
+Each entry of data.sources.<dataset> is tried in order, file by file:
+  - a local folder holding the files, gzipped (<name>.gz) or not;
+  - an http(s):// base URL serving <base>/<name>.gz;
+  - `torchvision`: the mirrors torchvision's own dataset class lists.
+Every file is checked before it is kept: the decompressed bytes against the
+sha256 sums pinned below where we have them (Debian recompressed its .gz, so
+only the decompressed bytes are comparable), else the .gz against
+torchvision's pinned MD5. Files are assembled in a temp folder that replaces
+<out> only when all four passed: a failure leaves no partial output.
+"""
+import argparse
+import gzip
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from tqdm import tqdm
+
+from pipeline.errors import PipelineError, run_stage
+from pipeline.params import load_params
+
+# sha256 of the decompressed files, measured on the Debian package
+# dataset-fashion-mnist; their MD5s equal the ones Zalando publishes.
+RAW_SHA256 = {
+    "FashionMNIST": {
+        "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+}
+HOW_TO_GET = {
+    "FashionMNIST": "install Debian's package (apt-get install dataset-fashion-mnist) "
+                    "or put the four IDX files in a folder listed in data.sources.FashionMNIST",
+}
+TIMEOUT_S = 30
+
+
+class DataError(PipelineError):
+    """No source gave a file that passed its checksum."""
+
+
+def dataset_files(dataset):
+    """[(gz file name, torchvision's MD5 of it, torchvision's URLs)] for a dataset."""
+    from torchvision import datasets  # slow to import: only this stage and split need it
+
+    cls = getattr(datasets, dataset)
+    if dataset == "QMNIST":  # resources by subset, with whole URLs
+        pairs = cls.resources["train"] + cls.resources["test"]
+        return [(url.rsplit("/", 1)[1], md5, [url]) for url, md5 in pairs]
+    return [(name, md5, [mirror + name for mirror in cls.mirrors]) for name, md5 in cls.resources]
+
+
+def _read_source(source, gz_name, urls):
+    """Yield (where, bytes, is_gzipped) for each place `source` offers the file."""
+    raw_name = gz_name.removesuffix(".gz")
+    if source == "torchvision":
+        candidates = urls
+    elif source.startswith(("http://", "https://")):
+        candidates = [f"{source.rstrip('/')}/{gz_name}"]
+    else:
+        folder = Path(source)
+        for name, gzipped in ((gz_name, True), (raw_name, False)):
+            if (folder / name).is_file():
+                yield str(folder / name), (folder / name).read_bytes(), gzipped
+                return
+        raise FileNotFoundError(f"neither {gz_name} nor {raw_name} in folder {folder}")
+    for url in candidates:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            yield url, response.read(), True
+
+
+def _verify(dataset, raw_name, payload, gzipped, md5, verify):
+    """Return the decompressed bytes, or raise ValueError saying which check failed."""
+    data = gzip.decompress(payload) if gzipped else payload
+    if not verify:
+        return data
+    pinned = RAW_SHA256.get(dataset, {}).get(raw_name)
+    if pinned is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != pinned:
+            raise ValueError(f"checksum mismatch: sha256 {got}, expected {pinned}")
+    elif gzipped:
+        got = hashlib.md5(payload).hexdigest()
+        if got != md5:
+            raise ValueError(f"checksum mismatch: .gz MD5 {got}, expected {md5}")
+    else:
+        raise ValueError("no pinned checksum for the decompressed file: offer the .gz")
+    return data
+
+
+def fetch_file(dataset, gz_name, md5, urls, sources, verify):
+    """The verified, decompressed bytes of one file from the first source that works."""
+    raw_name = gz_name.removesuffix(".gz")
+    tried = []
+    for source in sources:
+        where = source
+        try:
+            for where, payload, gzipped in _read_source(source, gz_name, urls):
+                try:
+                    return _verify(dataset, raw_name, payload, gzipped, md5, verify)
+                except (ValueError, OSError, EOFError) as e:  # bad checksum or bad gzip
+                    tried.append(f"{where} ({e})")
+        except Exception as e:  # unreachable: missing folder, refused, timed out, 404
+            tried.append(f"{where} ({type(e).__name__}: {e})")
+    how = HOW_TO_GET.get(dataset, f"put the IDX files in a folder listed in data.sources.{dataset}")
+    raise DataError(f"no source gave a valid {raw_name} for {dataset}; tried: "
+                    f"{'; '.join(tried) or 'no sources'}. To get it: {how}")
+
+
+def download(dataset, sources, out, verify):
+    """Fetch all files of `dataset` into out/<dataset>/raw/, all or nothing."""
+    out = Path(out)
+    files = dataset_files(dataset)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    try:
+        raw_dir = staging / dataset / "raw"
+        raw_dir.mkdir(parents=True)
+        for gz_name, md5, urls in tqdm(files, desc=f"download {dataset}", unit="file",
+                                       disable=None):
+            data = fetch_file(dataset, gz_name, md5, urls, sources, verify)
+            (raw_dir / gz_name.removesuffix(".gz")).write_bytes(data)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--out", required=True, help="folder to hold <Dataset>/raw/")
+    args = parser.parse_args()
+    data = load_params(args.params)["data"]
+    download(data["dataset"], data["sources"][data["dataset"]], args.out, data["verify_checksums"])
+    print(f"download: {data['dataset']} -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,39 @@
+"""One training epoch and one evaluation pass over in-memory tensors."""
+import torch
+import torch.nn.functional as F
+
+
+def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip):
+    """One pass over shuffled batches; returns (mean loss, accuracy) as floats.
+
+    `generator` (CPU) drives the shuffle and the flips, so a seed fixes both.
+    """
+    model.train()
+    n = len(labels)
+    total_loss = torch.zeros((), device=images.device)
+    correct = torch.zeros((), device=images.device, dtype=torch.long)
+    for idx in torch.randperm(n, generator=generator).split(batch_size):
+        idx = idx.to(images.device)
+        x, y = images[idx], labels[idx]
+        if hflip:  # mirror half the batch: cheap augmentation on the whole tensor
+            flip = (torch.rand(len(idx), generator=generator) < 0.5).to(images.device)
+            x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        logits = model(x)
+        loss = F.cross_entropy(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * len(idx)
+        correct += (logits.argmax(1) == y).sum()
+    return total_loss.item() / n, correct.item() / n
+
+
+@torch.no_grad()
+def predict(model, images, batch_size):
+    """Logits for all images, in order, in eval mode."""
+    model.eval()
+    return torch.cat([model(x) for x in images.split(batch_size)])
+
+
+def loss_and_accuracy(logits, labels):
+    return F.cross_entropy(logits, labels).item(), (logits.argmax(1) == labels).float().mean().item()

@@ -1,0 +1,47 @@
+"""Atomic writes: a stage that fails leaves the old file or none, never half a file."""
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temp path beside `path`; move it over `path` only on success.
+
+    The caller may turn the temp file into a folder (unlink, then mkdir).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        if os.path.isfile(tmp):  # mkstemp makes it 0600; give it the usual mode
+            os.chmod(tmp, 0o644)
+        if os.path.isdir(tmp) and path.is_dir():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+        elif os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_json(path, data):
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text())
+
+
+def save_torch(path, obj):
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)

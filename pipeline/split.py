@@ -1,0 +1,100 @@
+"""Stage `split`: a seeded, stratified train/validation split; the test set untouched.
+
+Reads params: seed, data.dataset, data.val_size.
+Reads:        <raw>/<Dataset>/raw/ (stage download), parsed by torchvision.
+Writes:       <out>/{train,val,test}.pt ({images: uint8 [N,28,28], labels:
+              int64 [N], indices: positions in the original file}) and
+              <out>/meta.json (dataset, class names, sizes, seed).
+Train and evaluate both read these files, so the model is chosen on the
+validation split and the test split is only ever scored.
+"""
+import argparse
+from pathlib import Path
+
+import torch
+
+from pipeline.data import split_file
+from pipeline.errors import PipelineError, run_stage
+from pipeline.io import atomic_path, save_torch, write_json
+from pipeline.params import load_params
+
+
+def load_raw(root, dataset):
+    """(train images, train labels, test images, test labels, class names) via torchvision."""
+    from torchvision import datasets
+
+    cls = getattr(datasets, dataset)
+    try:
+        if dataset == "QMNIST":  # its test file holds 60k; the first 10k are MNIST's test set
+            train, test = cls(root, what="train"), cls(root, what="test10k")
+        else:
+            train, test = cls(root, train=True), cls(root, train=False)
+    except RuntimeError as e:
+        raise PipelineError(f"cannot load {dataset} from {root}: {e} (run stage download)") from None
+
+    def labels(ds):  # QMNIST's targets carry extra columns; the class is the first
+        return ds.targets[:, 0] if ds.targets.ndim == 2 else ds.targets
+
+    return train.data, labels(train), test.data, labels(test), list(train.classes)
+
+
+def stratified_split(labels, val_size, seed):
+    """(train indices, val indices), sorted; each class in the same proportion in both.
+
+    Per-class validation counts are the proportional share rounded by largest
+    remainder, so they add up to exactly val_size. The shuffle uses its own
+    generator: the split depends on `seed` alone, not on global RNG state.
+    """
+    n = len(labels)
+    if not 0 < val_size < n:
+        raise PipelineError(f"data.val_size must be between 1 and {n - 1} for this data, got {val_size}")
+    counts = torch.bincount(labels)
+    share = counts.double() * val_size / n
+    quota = share.floor().long()
+    remainder = val_size - int(quota.sum())
+    quota[torch.argsort(share - quota, descending=True, stable=True)[:remainder]] += 1
+    generator = torch.Generator().manual_seed(seed)
+    train_idx, val_idx = [], []
+    for cls, take in enumerate(quota.tolist()):
+        members = torch.nonzero(labels == cls).squeeze(1)
+        members = members[torch.randperm(len(members), generator=generator)]
+        val_idx.append(members[:take])
+        train_idx.append(members[take:])
+    return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+
+
+def write_split(out, train_images, train_labels, test_images, test_labels, classes,
+                dataset, val_size, seed):
+    train_idx, val_idx = stratified_split(train_labels, val_size, seed)
+    parts = {
+        "train": (train_images[train_idx], train_labels[train_idx], train_idx),
+        "val": (train_images[val_idx], train_labels[val_idx], val_idx),
+        "test": (test_images, test_labels, torch.arange(len(test_labels))),
+    }
+    for name, (images, labels, indices) in parts.items():
+        save_torch(split_file(out, name), {"images": images.clone(), "labels": labels.clone(),
+                                           "indices": indices.clone()})
+    write_json(Path(out) / "meta.json", {
+        "dataset": dataset, "classes": classes, "seed": seed,
+        "sizes": {name: len(part[1]) for name, part in parts.items()},
+    })
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--raw", required=True)
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    params = load_params(args.params)
+    dataset = params["data"]["dataset"]
+    with atomic_path(args.out) as tmp:  # the folder appears whole or not at all
+        tmp.unlink()
+        tmp.mkdir()
+        write_split(tmp, *load_raw(args.raw, dataset), dataset=dataset,
+                    val_size=params["data"]["val_size"], seed=params["seed"])
+    print(f"split: {dataset} -> {args.out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
