@@ -60,35 +60,39 @@ def dataset_files(dataset):
     return [(name, md5, [mirror + name for mirror in cls.mirrors]) for name, md5 in cls.resources]
 
 
-def _read_source(source, gz_name, urls):
-    """Yield (where, bytes, is_gzipped) for each place `source` offers the file."""
+def _candidates(source, gz_name, urls):
+    """[(where, read)] for each place `source` may hold the file; read() -> (bytes, gzipped)."""
     raw_name = gz_name.removesuffix(".gz")
     if source == "torchvision":
-        candidates = urls
+        found = urls
     elif source.startswith(("http://", "https://")):
-        candidates = [f"{source.rstrip('/')}/{gz_name}"]
+        found = [f"{source.rstrip('/')}/{gz_name}"]
     else:
         folder = Path(source)
         for name, gzipped in ((gz_name, True), (raw_name, False)):
             if (folder / name).is_file():
-                yield str(folder / name), (folder / name).read_bytes(), gzipped
-                return
-        raise FileNotFoundError(f"neither {gz_name} nor {raw_name} in folder {folder}")
-    for url in candidates:
+                return [(str(folder / name), lambda p=folder / name, g=gzipped: (p.read_bytes(), g))]
+        return [(str(folder), None)]  # reported as not found
+
+    def fetch(url):
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            yield url, response.read(), True
+            return response.read(), True
+    return [(url, lambda u=url: fetch(u)) for url in found]
 
 
-def _verify(dataset, raw_name, payload, gzipped, md5, verify):
-    """Return the decompressed bytes, or raise ValueError saying which check failed."""
+def _verify(raw_name, payload, gzipped, md5, sha256):
+    """Return the decompressed bytes, or raise ValueError saying which check failed.
+
+    `sha256` is the pinned sum of the decompressed file, or None where we have
+    none; `md5` torchvision's sum of the .gz, or None to skip all checks.
+    """
     data = gzip.decompress(payload) if gzipped else payload
-    if not verify:
+    if md5 is None and sha256 is None:
         return data
-    pinned = RAW_SHA256.get(dataset, {}).get(raw_name)
-    if pinned is not None:
+    if sha256 is not None:
         got = hashlib.sha256(data).hexdigest()
-        if got != pinned:
-            raise ValueError(f"checksum mismatch: sha256 {got}, expected {pinned}")
+        if got != sha256:
+            raise ValueError(f"checksum mismatch: sha256 {got}, expected {sha256}")
     elif gzipped:
         got = hashlib.md5(payload).hexdigest()
         if got != md5:
@@ -98,27 +102,34 @@ def _verify(dataset, raw_name, payload, gzipped, md5, verify):
     return data
 
 
-def fetch_file(dataset, gz_name, md5, urls, sources, verify):
+def fetch_file(dataset, gz_name, md5, urls, sources, sha256):
     """The verified, decompressed bytes of one file from the first source that works."""
     raw_name = gz_name.removesuffix(".gz")
     tried = []
     for source in sources:
-        where = source
-        try:
-            for where, payload, gzipped in _read_source(source, gz_name, urls):
-                try:
-                    return _verify(dataset, raw_name, payload, gzipped, md5, verify)
-                except (ValueError, OSError, EOFError) as e:  # bad checksum or bad gzip
-                    tried.append(f"{where} ({e})")
-        except Exception as e:  # unreachable: missing folder, refused, timed out, 404
-            tried.append(f"{where} ({type(e).__name__}: {e})")
+        for where, read in _candidates(source, gz_name, urls):
+            if read is None:
+                tried.append(f"{where} (neither {gz_name} nor {raw_name} there)")
+                continue
+            try:
+                payload, gzipped = read()
+            except Exception as e:  # unreachable: refused, timed out, 404
+                tried.append(f"{where} ({type(e).__name__}: {e})")
+                continue
+            try:
+                return _verify(raw_name, payload, gzipped, md5, sha256)
+            except (ValueError, OSError, EOFError) as e:  # bad checksum or bad gzip
+                tried.append(f"{where} ({e})")
     how = HOW_TO_GET.get(dataset, f"put the IDX files in a folder listed in data.sources.{dataset}")
     raise DataError(f"no source gave a valid {raw_name} for {dataset}; tried: "
                     f"{'; '.join(tried) or 'no sources'}. To get it: {how}")
 
 
-def download(dataset, sources, out, verify):
-    """Fetch all files of `dataset` into out/<dataset>/raw/, all or nothing."""
+def download(dataset, sources, out, verify, pinned=RAW_SHA256):
+    """Fetch all files of `dataset` into out/<dataset>/raw/, all or nothing.
+
+    `pinned` maps dataset -> raw file name -> sha256 (tests pass their own).
+    """
     out = Path(out)
     files = dataset_files(dataset)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -128,8 +139,10 @@ def download(dataset, sources, out, verify):
         raw_dir.mkdir(parents=True)
         for gz_name, md5, urls in tqdm(files, desc=f"download {dataset}", unit="file",
                                        disable=None):
-            data = fetch_file(dataset, gz_name, md5, urls, sources, verify)
-            (raw_dir / gz_name.removesuffix(".gz")).write_bytes(data)
+            raw_name = gz_name.removesuffix(".gz")
+            sha256 = pinned.get(dataset, {}).get(raw_name) if verify else None
+            data = fetch_file(dataset, gz_name, md5 if verify else None, urls, sources, sha256)
+            (raw_dir / raw_name).write_bytes(data)
         if out.exists():
             shutil.rmtree(out)
         os.replace(staging, out)

@@ -1,0 +1,130 @@
+"""Shared fixtures: tiny synthetic IDX files, the real params shrunk, a temp DVC project.
+
+Synthetic images are learnable on purpose: class c lights a 6x6 block at a
+position of its own, plus noise, so one epoch on a few hundred images already
+beats chance and a broken training loop shows.
+"""
+import gzip
+import hashlib
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["pipeline", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore",
+                 ".gitignore"]
+IDX_NAMES = {  # the file names of FashionMNIST, MNIST and KMNIST
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def synthetic_images(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        r, col = 2 + 6 * (c // 4), 2 + 6 * (c % 4)
+        images[i, r:r + 6, col:col + 6] = 200
+    return images, labels.astype(np.uint8)
+
+
+def idx_bytes(array):
+    """The IDX format: magic (0, 0, type 0x08 = ubyte, ndim), big-endian sizes, data."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx_folder(folder, n_train=600, n_test=200, gz=True):
+    """Write the four IDX files; return {raw name: sha256 of the decompressed bytes}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        images, labels = synthetic_images(n, seed)
+        for kind, array in (("images", images), ("labels", labels)):
+            name, data = IDX_NAMES[(split, kind)], idx_bytes(array)
+            sums[name] = hashlib.sha256(data).hexdigest()
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
+    return sums
+
+
+@pytest.fixture
+def idx_folder(tmp_path):
+    folder = tmp_path / "mirror"
+    return folder, write_idx_folder(folder)
+
+
+def shrunk_params(source, **overrides):
+    """The project's real params.yaml, shrunk to seconds on synthetic data."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["sources"]["FashionMNIST"] = [str(source)]
+    params["data"]["verify_checksums"] = False  # synthetic files have no pinned sums
+    params["data"]["val_size"] = 100
+    params["train"].update(epochs=2, batch_size=64, threads=1)
+    params["evaluate"]["latency_repeats"] = 2
+    for dotted, value in overrides.items():
+        *path, last = dotted.split(".")
+        node = params
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return params
+
+
+def run(cmd, cwd, env=None, check=True):
+    """Run a command; on failure show its output in the assertion."""
+    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(map(str, cmd))} exited {result.returncode}\n"
+                             f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}")
+    return result
+
+
+def project_env(repo):
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    venv_bin = str(Path(sys.executable).parent)
+    env.update(PATH=f"{venv_bin}{os.pathsep}{env['PATH']}", DVC_NO_ANALYTICS="1",
+               GIT_AUTHOR_NAME="test", GIT_AUTHOR_EMAIL="test@example.com",
+               GIT_COMMITTER_NAME="test", GIT_COMMITTER_EMAIL="test@example.com")
+    return env
+
+
+def make_project(tmp_path, params):
+    """A temp git repo holding the project's files and `params`, committed."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    for name in PROJECT_FILES:
+        src, dst = ROOT / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = project_env(repo)
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "project"], repo, env)
+    return repo, env
+
+
+@pytest.fixture
+def tiny_project(tmp_path, idx_folder):
+    """A committed temp project on synthetic data, not yet reproduced."""
+    folder, _ = idx_folder
+    return make_project(tmp_path, shrunk_params(folder))

@@ -1,0 +1,92 @@
+"""Stage download against real IDX files: a local folder, a loopback HTTP server, Debian's copy."""
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.datasets import FashionMNIST
+
+from conftest import write_idx_folder
+from pipeline.download import RAW_SHA256, DataError, download
+
+DEBIAN = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture
+def http_mirror(idx_folder):
+    """Serve the synthetic .gz files on 127.0.0.1 at a free port."""
+    folder, sums = idx_folder
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/", sums
+    server.shutdown()
+    server.server_close()
+
+
+def test_local_folder_gives_files_torchvision_loads(idx_folder, tmp_path):
+    folder, sums = idx_folder
+    out = download("FashionMNIST", [str(folder)], tmp_path / "raw", True, pinned={"FashionMNIST": sums})
+    train = FashionMNIST(out, train=True, download=False)
+    assert train.data.shape == (600, 28, 28) and train.data.dtype == torch.uint8
+    assert sorted(p.name for p in (out / "FashionMNIST" / "raw").iterdir()) == sorted(sums)
+
+
+def test_uncompressed_local_files_work_too(tmp_path):
+    sums = write_idx_folder(tmp_path / "plain", gz=False)
+    out = download("FashionMNIST", [str(tmp_path / "plain")], tmp_path / "raw", True,
+                   pinned={"FashionMNIST": sums})
+    assert len(FashionMNIST(out, train=False, download=False)) == 200
+
+
+def test_loopback_http_mirror_after_a_missing_folder(http_mirror, tmp_path):
+    url, sums = http_mirror
+    out = download("FashionMNIST", [str(tmp_path / "absent"), url], tmp_path / "raw", True,
+                   pinned={"FashionMNIST": sums})
+    assert len(FashionMNIST(out, train=True, download=False)) == 600
+
+
+def test_corrupt_file_gives_checksum_error_and_no_output(idx_folder, http_mirror, tmp_path):
+    folder, sums = idx_folder
+    url, _ = http_mirror
+    path = folder / "train-images-idx3-ubyte.gz"
+    import gzip
+    data = bytearray(gzip.decompress(path.read_bytes()))
+    data[5000] ^= 0xFF  # one flipped pixel
+    path.write_bytes(gzip.compress(bytes(data)))
+    out = tmp_path / "raw"
+    with pytest.raises(DataError) as error:
+        download("FashionMNIST", [str(folder), url], out, True, pinned={"FashionMNIST": sums})
+    message = str(error.value)
+    assert "no source gave a valid train-images-idx3-ubyte" in message
+    assert message.count("checksum mismatch: sha256") == 2  # both sources serve the corrupt file
+    assert str(folder) in message and url in message and "\n" not in message
+    assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
+
+
+def test_failed_download_keeps_the_previous_output(idx_folder, tmp_path):
+    folder, sums = idx_folder
+    out = download("FashionMNIST", [str(folder)], tmp_path / "raw", True, pinned={"FashionMNIST": sums})
+    before = sorted(p.read_bytes() for p in out.rglob("*-ubyte"))
+    with pytest.raises(DataError, match="tried: .*absent"):
+        download("FashionMNIST", [str(tmp_path / "absent")], out, True, pinned={"FashionMNIST": sums})
+    assert sorted(p.read_bytes() for p in out.rglob("*-ubyte")) == before
+
+
+def test_refused_url_is_listed_with_the_way_to_get_the_data(tmp_path):
+    with pytest.raises(DataError) as error:
+        download("FashionMNIST", ["http://127.0.0.1:9/"], tmp_path / "raw", True)
+    assert "http://127.0.0.1:9/train-images-idx3-ubyte.gz (URLError" in str(error.value)
+    assert "apt-get install dataset-fashion-mnist" in str(error.value)
+
+
+@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed "
+                                                "(`make test` installs it when run as root)")
+def test_debian_files_match_the_pinned_sums(tmp_path):
+    out = download("FashionMNIST", [str(DEBIAN)], tmp_path / "raw", True)
+    test = FashionMNIST(out, train=False, download=False)
+    assert len(test) == 10000 and torch.bincount(test.targets).tolist() == [1000] * 10
+    assert set(RAW_SHA256["FashionMNIST"]) == {p.name for p in (out / "FashionMNIST" / "raw").iterdir()}

@@ -1,0 +1,82 @@
+"""params.yaml validation: the real file passes; each kind of mistake names its key."""
+import copy
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from pipeline.params import ParamsError, load_params, validate
+
+REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def test_real_params_file_is_valid():
+    params = load_params(ROOT / "params.yaml")
+    assert set(params["variants"]) >= {"vanilla", "batchnorm", "dropout", "weight_decay", "mlp"}
+
+
+def broken(path, value):
+    params = copy.deepcopy(REAL)
+    *parents, last = path
+    node = params
+    for key in parents:
+        node = node[key]
+    if value is DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return params
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize("path, value, message", [
+    (("train", "lr"), DELETE, "missing key train.lr"),
+    (("train", "lrr"), 0.1, "unknown key train.lrr"),
+    (("train", "lr"), 0.0, "train.lr must be in (0"),
+    (("train", "lr"), -1, "train.lr must be in (0"),
+    (("train", "lr"), "5e-4", "train.lr must be a number, got '5e-4' (YAML reads 5e-4 as text"),
+    (("train", "epochs"), 2.5, "train.epochs must be an integer"),
+    (("train", "epochs"), True, "train.epochs must be an integer"),
+    (("model", "dropout"), 1.0, "model.dropout must be in [0, 1)"),
+    (("model", "activation"), "banana", "model.activation must be one of relu, tanh"),
+    (("train", "optimizer"), "lbfgs", "train.optimizer must be one of sgd, adam, adamw, rmsprop"),
+    (("train", "scheduler"), "cosine", "train.scheduler must be one of plateau"),
+    (("data", "dataset"), "CIFAR10", "data.dataset must be one of FashionMNIST"),
+    (("variants", "vanilla", "arch"), "resnet", "variants.vanilla.arch must be one of lenet5, mlp"),
+    (("variants", "vanilla", "colour"), "red", "unknown key variants.vanilla.colour"),
+    (("variants", "my-variant"), dict(REAL["variants"]["vanilla"]), "variants.my-variant: a name"),
+    (("variants", "vanilla", "dropout"), True, "variants.vanilla.uses is 'model.activation' but the "
+                                               "variant reads model.dropout"),
+    (("surprise",), 1, "unknown key surprise"),
+])
+def test_bad_params_name_the_key(path, value, message):
+    with pytest.raises(ParamsError) as error:
+        validate(broken(path, value))
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_section_uses_covers_several_keys():
+    params = broken(("variants", "vanilla", "dropout"), True)
+    params["variants"]["vanilla"]["weight_decay"] = True
+    params["variants"]["vanilla"]["uses"] = "model"
+    assert validate(params)["variants"]["vanilla"]["uses"] == "model"
+
+
+def test_stage_exits_2_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    bad = broken(("model", "activation"), "banana")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
+    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--params", str(tmp_path / "params.yaml"),
+                             "--variant", "vanilla", "--split", "x", "--model", str(tmp_path / "m.pt"),
+                             "--history", str(tmp_path / "h.json")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: model.activation must be one of relu, tanh, sigmoid, selu, leaky_relu, elu, prelu; "
+        "got 'banana'"]
+    assert not (tmp_path / "m.pt").exists()

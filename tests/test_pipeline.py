@@ -1,0 +1,67 @@
+"""The real `dvc repro` and `dvc exp run` in a temp git repo, on synthetic IDX files."""
+import json
+import re
+
+import pytest
+import torch
+
+from conftest import make_project, run, shrunk_params, write_idx_folder
+
+pytestmark = pytest.mark.slow
+VARIANTS = ["vanilla", "batchnorm", "dropout", "weight_decay", "mlp"]
+
+
+@pytest.fixture(scope="module")
+def reproduced(tmp_path_factory):
+    """One shrunk `dvc repro` of the whole pipeline, shared by the tests below."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    write_idx_folder(tmp / "mirror")
+    repo, env = make_project(tmp, shrunk_params(tmp / "mirror"))
+    result = run(["dvc", "repro"], repo, env)
+    return repo, env, result.stdout
+
+
+def test_repro_writes_every_output(reproduced):
+    repo, _, _ = reproduced
+    for split, size in (("train", 500), ("val", 100), ("test", 200)):
+        blob = torch.load(repo / f"data/split/{split}.pt", weights_only=True)
+        assert blob["images"].shape == (size, 28, 28) and blob["images"].dtype == torch.uint8
+    for name in VARIANTS:
+        assert (repo / f"data/models/{name}.pt").is_file()
+        metrics = json.loads((repo / f"metrics/{name}.json").read_text())
+        assert set(metrics) >= {"test_acc", "test_loss", "train_acc", "val_acc", "parameters",
+                                "latency_ms_per_batch", "best_epoch", "seconds_per_epoch"}
+        assert metrics["test_acc"] > 0.2, "one epoch on the synthetic blocks beats chance (0.1)"
+        history = json.loads((repo / f"plots/history/{name}.json").read_text())
+        assert [h["epoch"] for h in history] == [1, 2]
+        assert len(json.loads((repo / f"plots/confusion/{name}.json").read_text())) == 200
+        assert len(json.loads((repo / f"plots/per_class/{name}.json").read_text())) == 10
+    report = (repo / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in VARIANTS)
+    assert sorted(p.name for p in (repo / "plots/figures").iterdir()) == [
+        "accuracy_curves.png", "loss_curves.png", "test_accuracy.png", "val_accuracy.png"]
+
+
+def test_metrics_show_has_one_row_per_variant(reproduced):
+    repo, env, _ = reproduced
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
+    files = shown[""]["data"]
+    assert sorted(files) == sorted(f"metrics/{name}.json" for name in VARIANTS)
+
+
+def test_repro_again_does_nothing(reproduced):
+    repo, env, _ = reproduced
+    assert "Running stage" not in run(["dvc", "repro"], repo, env).stdout
+
+
+def test_changing_dropout_reruns_only_the_dropout_variant(reproduced):
+    repo, env, _ = reproduced
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "results"], repo, env)
+    out = run(["dvc", "exp", "run", "-S", "model.dropout=0.5"], repo, env).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"train@dropout", "evaluate@dropout", "report"}, out
+    for name in set(VARIANTS) - {"dropout"}:
+        assert f"Stage 'train@{name}' didn't change, skipping" in out
+    diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo, env).stdout)
+    assert set(diff) == {"metrics/dropout.json"}
