@@ -3,10 +3,25 @@ import torch
 import torch.nn.functional as F
 
 
-def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip):
+def random_shift(x, max_shift, generator):
+    """Translate each image by up to max_shift pixels in x and y.
+
+    A roll by at most the 2-pixel zero border of the 32x32 input (see
+    data.to_model_input) only wraps border pixels, so it equals a shift.
+    """
+    n, c, h, w = x.shape
+    dy, dx = torch.randint(-max_shift, max_shift + 1, (2, n), generator=generator).to(x.device)
+    rows = (torch.arange(h, device=x.device) - dy[:, None]) % h
+    cols = (torch.arange(w, device=x.device) - dx[:, None]) % w
+    index = (rows[:, :, None] * w + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    shifted = x.reshape(n, c, h * w).gather(2, index).view(n, c, h, w)
+    return shifted.contiguous(memory_format=torch.channels_last)
+
+
+def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip, shift):
     """One pass over shuffled batches; returns (mean loss, accuracy) as floats.
 
-    `generator` (CPU) drives the shuffle and the flips, so a seed fixes both.
+    `generator` (CPU) drives the shuffle and the augmentation, so a seed fixes both.
     """
     model.train()
     n = len(labels)
@@ -18,6 +33,8 @@ def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hfl
         if hflip:  # mirror half the batch: cheap augmentation on the whole tensor
             flip = (torch.rand(len(idx), generator=generator) < 0.5).to(images.device)
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        if shift:
+            x = random_shift(x, shift, generator)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)

@@ -46,12 +46,13 @@ def Float(low=None, high=None, low_open=False, high_open=False):
     return check
 
 
-def Int(low):
+def Int(low, high=None):
     def check(key, value):
         if isinstance(value, bool) or not isinstance(value, int):
             raise ParamsError(f"{key} must be an integer, got {value!r}")
-        if value < low:
-            raise ParamsError(f"{key} must be >= {low}, got {value!r}")
+        if value < low or (high is not None and value > high):
+            valid = f">= {low}" if high is None else f"in [{low}, {high}]"
+            raise ParamsError(f"{key} must be {valid}, got {value!r}")
         return value
     return check
 
@@ -116,6 +117,7 @@ SCHEMA = {
         "batch_size": Int(1),
         "epochs": Int(1),
         "hflip": Bool,
+        "shift": Int(0, 2),  # at most the 2-pixel zero border: see engine.random_shift
         "scheduler": Choice(*SCHEDULERS),
         "scheduler_factor": Float(0, 1, low_open=True, high_open=True),
         "scheduler_patience": Int(0),

@@ -11,6 +11,7 @@ not improved for train.early_stopping_patience epochs.
 """
 import argparse
 import copy
+import math
 import time
 
 import torch
@@ -19,7 +20,7 @@ from tqdm import tqdm
 from pipeline import tracking
 from pipeline.data import load_split, normalisation, to_model_input
 from pipeline.engine import loss_and_accuracy, predict, train_one_epoch
-from pipeline.errors import run_stage
+from pipeline.errors import PipelineError, run_stage
 from pipeline.io import save_torch, write_json
 from pipeline.models import build_model, count_parameters
 from pipeline.params import load_params, variant_params
@@ -33,7 +34,7 @@ OPTIMIZERS = {
 }
 SCHEDULERS = {
     "plateau": lambda o, t: torch.optim.lr_scheduler.ReduceLROnPlateau(
-        o, mode="min", factor=t["scheduler_factor"], patience=t["scheduler_patience"]),
+        o, mode="min", factor=t["scheduler_factor"], patience=t["scheduler_patience"], eps=0.0),
     "step": lambda o, t: torch.optim.lr_scheduler.StepLR(
         o, step_size=t["scheduler_step_size"], gamma=t["scheduler_factor"]),
     "exponential": lambda o, t: torch.optim.lr_scheduler.ExponentialLR(o, gamma=t["scheduler_factor"]),
@@ -55,10 +56,13 @@ def fit(model, optimizer, scheduler, train_xy, val_xy, train_params, generator,
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = train_one_epoch(model, optimizer, *train_xy, train_params["batch_size"],
-                                                generator, train_params["hflip"])
+                                                generator, train_params["hflip"], train_params["shift"])
         val_loss, val_acc = loss_and_accuracy(predict(model, val_xy[0], 1024), val_xy[1])
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                   "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - start}
+        if not math.isfinite(train_loss + val_loss):
+            raise PipelineError(f"{name}: the loss diverged (not finite) in epoch {epoch}; "
+                                f"lower train.lr (now {train_params['lr']})")
         history.append(record)
         on_epoch(record)
         if val_loss < best_loss:
