@@ -116,7 +116,8 @@ def main():
     device = setup_torch(params["train"]["threads"])
     checkpoint, model = load_checkpoint(args.model, device)
     history = read_json(args.history)
-    with tracking.stage_run(params, args.variant, "evaluate", checkpoint["mlflow_run_id"]) as run:
+    with tracking.stage_run(params, args.variant, "evaluate", args.params,
+                            checkpoint["mlflow_run_id"]) as run:
         metrics, confusion, per_class = evaluate_variant(
             checkpoint, model, args.split, history, params["evaluate"]["batch_size"],
             params["evaluate"]["latency_repeats"], device)

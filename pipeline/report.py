@@ -42,7 +42,7 @@ def table(results):
     return "\n".join(lines)
 
 
-def _curves(results, key, ylabel):
+def curves_figure(results, key, ylabel):
     """One panel per variant: train and val `key` per epoch, best epoch marked."""
     fig, axes = plt.subplots(1, len(results), figsize=(3.2 * len(results), 3), sharey=True, squeeze=False)
     for ax, (name, r) in zip(axes[0], results.items()):
@@ -82,8 +82,8 @@ def _test_bars(results):
 
 
 FIGURES = {
-    "accuracy_curves": lambda r: _curves(r, "acc", "accuracy"),
-    "loss_curves": lambda r: _curves(r, "loss", "cross-entropy loss"),
+    "accuracy_curves": lambda r: curves_figure(r, "acc", "accuracy"),
+    "loss_curves": lambda r: curves_figure(r, "loss", "cross-entropy loss"),
     "val_accuracy": _val_overlay,
     "test_accuracy": _test_bars,
 }

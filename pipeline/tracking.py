@@ -18,6 +18,7 @@ import fcntl
 import hashlib
 import os
 import subprocess
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -102,7 +103,14 @@ class Run:
 
     def log_figure(self, figure, name):
         if self.mlflow:
+            import matplotlib.pyplot as plt
+
             self.mlflow.log_figure(figure, name)
+            plt.close(figure)
+
+    def log_dict(self, data, name):
+        if self.mlflow:
+            self.mlflow.log_dict(data, name)
 
     def log_dataset(self, split_dir, split, images, labels, dataset):
         """The split as an MLflow input: its name, the split and a digest of its file."""
@@ -111,9 +119,11 @@ class Run:
 
             path = Path(split_dir) / f"{split}.pt"
             digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-            data = mlflow.data.from_numpy(images.reshape(len(images), -1).numpy(),
-                                          targets=labels.numpy(), source=str(path.resolve()),
-                                          name=f"{dataset}-{split}", digest=digest)
+            with warnings.catch_warnings():  # "source can be interpreted in multiple ways": both local
+                warnings.simplefilter("ignore", UserWarning)
+                data = mlflow.data.from_numpy(images.reshape(len(images), -1).numpy(),
+                                              targets=labels.numpy(), source=str(path.resolve()),
+                                              name=f"{dataset}-{split}", digest=digest)
             self.mlflow.log_input(data, context=split)
 
     def log_model(self, model, example):
@@ -127,7 +137,7 @@ class Run:
 
 
 @contextmanager
-def stage_run(params, variant, stage, parent_run_id=None):
+def stage_run(params, variant, stage, params_path, parent_run_id=None):
     """A run for one stage execution, ended FINISHED, or FAILED when the stage raises."""
     if not params["tracking"]["enabled"]:
         yield Run()
@@ -151,6 +161,7 @@ def stage_run(params, variant, stage, parent_run_id=None):
     active = mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}@{variant}", tags=tags)
     try:
         mlflow.log_params(resolved_params(params, variant))
+        mlflow.log_artifact(str(params_path))
         yield Run(mlflow, active.info.run_id)
     except BaseException:
         mlflow.end_run("FAILED")

@@ -83,7 +83,19 @@ def fit(model, optimizer, scheduler, train_xy, val_xy, train_params, generator,
     return best_state, best_epoch, history
 
 
-def train_variant(params, name, split_dir):
+def log_training(run, name, split_dir, data, dataset, history, best_epoch):
+    """Mirror a finished training into MLflow: its inputs, its curves, its history."""
+    from pipeline.report import curves_figure
+
+    for split, (images, labels) in data.items():
+        run.log_dataset(split_dir, split, images, labels, dataset)
+    results = {name: {"history": history, "metrics": {"best_epoch": best_epoch}}}
+    for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
+        run.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
+    run.log_dict(history, "history.json")
+
+
+def train_variant(params, name, split_dir, params_path="params.yaml"):
     """Build, train and return (checkpoint dict, history) for one variant."""
     variant, model_params, train_params = variant_params(params, name), params["model"], params["train"]
     device = setup_torch(train_params["threads"])
@@ -98,7 +110,7 @@ def train_variant(params, name, split_dir):
     optimizer = make_optimizer(model, train_params, weight_decay)
     scheduler = SCHEDULERS[train_params["scheduler"]](optimizer, train_params)
     generator = torch.Generator().manual_seed(params["seed"])
-    with tracking.stage_run(params, name, "train") as run:
+    with tracking.stage_run(params, name, "train", params_path) as run:
         best_state, best_epoch, history = fit(model, optimizer, scheduler, train_xy, val_xy, train_params,
                                               generator, name, on_epoch=run.log_epoch)
         checkpoint = {
@@ -108,7 +120,11 @@ def train_variant(params, name, split_dir):
             "mlflow_run_id": run.run_id,
         }
         model.load_state_dict(best_state)
-        run.log_model(model, val_xy[0][:2])
+        if run.mlflow:
+            log_training(run, name, split_dir, {"train": (train_images, train_labels),
+                                                "val": (val_images, val_labels)},
+                         params["data"]["dataset"], history, best_epoch)
+            run.log_model(model, val_xy[0][:2])
     return checkpoint, history
 
 
@@ -122,7 +138,7 @@ def main():
     args = parser.parse_args()
     params = load_params(args.params)
     variant_params(params, args.variant)  # fail on an unknown variant before loading data
-    checkpoint, history = train_variant(params, args.variant, args.split)
+    checkpoint, history = train_variant(params, args.variant, args.split, args.params)
     save_torch(args.model, checkpoint)
     write_json(args.history, history)
 

@@ -124,6 +124,23 @@ def make_project(tmp_path, params):
 
 
 @pytest.fixture
+def split_dir(tmp_path):
+    """A split folder as stage split writes it, from synthetic images."""
+    import torch
+
+    from pipeline.split import write_split
+
+    train_images, train_labels = synthetic_images(600, seed=1)
+    test_images, test_labels = synthetic_images(200, seed=2)
+    folder = tmp_path / "split"
+    folder.mkdir()
+    write_split(folder, torch.from_numpy(train_images), torch.from_numpy(train_labels).long(),
+                torch.from_numpy(test_images), torch.from_numpy(test_labels).long(),
+                [str(c) for c in range(10)], "FashionMNIST", val_size=100, seed=0)
+    return folder
+
+
+@pytest.fixture
 def tiny_project(tmp_path, idx_folder):
     """A committed temp project on synthetic data, not yet reproduced."""
     folder, _ = idx_folder

@@ -8,7 +8,6 @@ from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate_variant
 from pipeline.models import build_model
 from pipeline.params import validate
-from pipeline.split import write_split
 from pipeline.train import train_variant
 
 
@@ -20,16 +19,6 @@ def test_random_shift_equals_torch_roll_per_image():
     for i in range(16):
         assert torch.equal(shifted[i], torch.roll(x[i], (int(dy[i]), int(dx[i])), dims=(1, 2)))
     assert (dy != 0).any() and (dx != 0).any()
-
-
-@pytest.fixture
-def split_dir(tmp_path):
-    train_images, train_labels = synthetic_images(600, seed=1)
-    test_images, test_labels = synthetic_images(200, seed=2)
-    write_split(tmp_path, torch.from_numpy(train_images), torch.from_numpy(train_labels).long(),
-                torch.from_numpy(test_images), torch.from_numpy(test_labels).long(),
-                [str(c) for c in range(10)], "FashionMNIST", val_size=100, seed=0)
-    return tmp_path
 
 
 def tiny_params(**overrides):
