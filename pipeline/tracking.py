@@ -69,8 +69,8 @@ def git_commit():
         return "unknown"
 
 
-def _experiment_id(mlflow, name):
-    """Create the experiment once, under a lock, with an absolute artifact location."""
+def _experiment_id(mlflow, name, artifact_location):
+    """Create the experiment once, under a lock (several stages may start at once)."""
     root = repo_root()
     lock_path = root / ".mlflow.lock"
     with open(lock_path, "w") as lock:
@@ -78,8 +78,7 @@ def _experiment_id(mlflow, name):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
             return experiment.experiment_id
-        location = None if os.environ.get("MLFLOW_TRACKING_URI") else (root / "mlruns").as_uri()
-        return mlflow.create_experiment(name, artifact_location=location)
+        return mlflow.create_experiment(name, artifact_location=artifact_location)
 
 
 class Run:
@@ -145,9 +144,12 @@ def stage_run(params, variant, stage, params_path, parent_run_id=None):
     import mlflow
 
     uri = tracking_uri()
+    # Our own store keeps artifacts beside it; a user's store (a server) decides itself.
+    # Decide before set_tracking_uri(), which exports MLFLOW_TRACKING_URI itself.
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlruns").as_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        experiment_id = _experiment_id(mlflow, params["tracking"]["experiment"])
+        experiment_id = _experiment_id(mlflow, params["tracking"]["experiment"], location)
     except Exception as e:
         raise TrackingError(f"MLflow store {uri} cannot be used ({type(e).__name__}: "
                             f"{str(e).splitlines()[0][:200]}); set MLFLOW_TRACKING_URI to a "

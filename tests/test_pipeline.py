@@ -65,3 +65,44 @@ def test_changing_dropout_reruns_only_the_dropout_variant(reproduced):
         assert f"Stage 'train@{name}' didn't change, skipping" in out
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo, env).stdout)
     assert set(diff) == {"metrics/dropout.json"}
+
+
+def test_mlflow_mirrors_every_train_and_evaluate(reproduced):
+    import mlflow
+    import mlflow.pytorch
+
+    from pipeline.data import load_split, to_model_input
+
+    repo, _, _ = reproduced
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lenet5-variants")
+    assert experiment.artifact_location == (repo / "mlruns").as_uri()
+    runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+    by_name = {r.info.run_name: r for r in runs}
+    assert sorted(by_name) == sorted(f"{s}@{v}" for s in ("train", "evaluate") for v in VARIANTS)
+    for name in VARIANTS:
+        train, evaluate = by_name[f"train@{name}"], by_name[f"evaluate@{name}"]
+        metrics = json.loads((repo / f"metrics/{name}.json").read_text())
+        assert evaluate.data.tags["mlflow.parentRunId"] == train.info.run_id
+        assert train.data.tags["dvc_stage"] == f"train@{name}"
+        assert re.fullmatch(r"[0-9a-f]{40}", train.data.tags["git_commit"])
+        assert train.data.params["variant.arch"] == ("mlp" if name == "mlp" else "lenet5")
+        assert train.data.params["train.epochs"] == "2"
+        history = client.get_metric_history(train.info.run_id, "val_acc")
+        assert [m.step for m in history] == list(range(1, metrics["epochs_run"] + 1))
+        assert evaluate.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"])
+        assert {i.dataset.name for i in train.inputs.dataset_inputs} == {"FashionMNIST-train", "FashionMNIST-val"}
+        train_files = {a.path for a in client.list_artifacts(train.info.run_id)}
+        assert {"params.yaml", "history.json", "acc_curves.png", "loss_curves.png"} <= train_files
+        eval_files = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
+        assert {"params.yaml", f"{name}.json", "confusion_matrix.png"} <= eval_files
+    # the logged model, loaded back, scores what DVC recorded, in batches of 8
+    checkpoint = torch.load(repo / "data/models/dropout.pt", weights_only=True)
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model(f"runs:/{by_name['train@dropout'].info.run_id}/model")
+    images, labels = load_split(repo / "data/split", "test")
+    x = to_model_input(images, *checkpoint["normalisation"], "cpu")
+    with torch.no_grad():
+        predicted = torch.cat([model(batch).argmax(1) for batch in x.split(8)])
+    test_acc = json.loads((repo / "metrics/dropout.json").read_text())["test_acc"]
+    assert (predicted == labels).float().mean().item() == pytest.approx(test_acc)
