@@ -1,0 +1,131 @@
+"""`python -m pipeline.compare`: rank the experiments of a sweep, one row per configuration.
+
+Reads:  DVC's experiments table (dvc.api.exp_show: the HEAD commit and the
+        experiments derived from it), one entry per (experiment, variant).
+Writes: a ranked markdown table to stdout (and to --md), a bar chart with the
+        spread over seeds (--figure).
+Entries that differ only in `seed` form one configuration, shown as mean ±
+std over its seeds. The ranking is by mean validation accuracy: the model is
+chosen on validation data, and the test accuracy is only reported beside it.
+"""
+import argparse
+import math
+import re
+import statistics
+from collections import defaultdict
+
+from pipeline.errors import PipelineError, run_stage
+from pipeline.params import SCHEMA
+
+METRIC_COLUMN = re.compile(r"^metrics/(?P<variant>\w+)\.json:(?P<metric>\w+)$")
+# never a knob of the comparison: where data and runs come from
+IGNORED = re.compile(r"^(seed$|tracking\.|data\.sources\.|data\.verify_checksums$)")
+
+
+def _is_param(column):
+    return ":" not in column and column.split(".")[0] in SCHEMA
+
+
+def _present(value):
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def entries(rows):
+    """[(experiment name, variant, {param: value}, {metric: value})] of finished experiments."""
+    out = []
+    for row in rows:
+        if row.get("rev") == "workspace" or row.get("State") in ("Queued", "Running", "Failed"):
+            continue
+        name = row.get("Experiment") or row.get("rev")
+        params = {k: v for k, v in row.items() if _is_param(k)}
+        by_variant = defaultdict(dict)
+        for column, value in row.items():
+            match = METRIC_COLUMN.match(column)
+            if match and _present(value):
+                by_variant[match["variant"]][match["metric"]] = value
+        for variant, metrics in by_variant.items():
+            if "val_acc" in metrics and "test_acc" in metrics:
+                out.append((name, variant, params, metrics))
+    return out
+
+
+def rank(rows, variant=None):
+    """Configurations, best mean val accuracy first: dicts with the changed params and stats."""
+    found = [e for e in entries(rows) if variant is None or e[1] == variant]
+    if not found:
+        raise PipelineError("no finished experiment with val_acc and test_acc metrics"
+                            + (f" for variant {variant!r}" if variant else ""))
+    columns = sorted({k for _, _, p, _ in found for k in p if not IGNORED.match(k)})
+    changed = [k for k in columns if len({repr(p.get(k)) for _, _, p, _ in found}) > 1]
+    groups = defaultdict(list)
+    for name, var, params, metrics in found:
+        groups[(var, tuple(params.get(k) for k in changed))].append((name, metrics))
+    ranked = []
+    for (var, values), members in groups.items():
+        val = [m["val_acc"] for _, m in members]
+        test = [m["test_acc"] for _, m in members]
+        ranked.append({
+            "variant": var, "params": dict(zip(changed, values)), "seeds": len(members),
+            "val_acc": statistics.mean(val), "val_std": statistics.stdev(val) if len(val) > 1 else 0.0,
+            "test_acc": statistics.mean(test), "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+            "experiments": [name for name, _ in members],
+        })
+    ranked.sort(key=lambda r: (-r["val_acc"], r["variant"]))
+    return ranked, changed
+
+
+def markdown(ranked, changed):
+    head = ["rank", "variant", *changed, "seeds", "val acc", "test acc", "experiments"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(ranked, 1):
+        spread = (lambda m, s: f"{m:.2%} ± {s:.2%}" if r["seeds"] > 1 else f"{m:.2%}")
+        cells = [str(i), r["variant"], *(str(r["params"][k]) for k in changed), str(r["seeds"]),
+                 spread(r["val_acc"], r["val_std"]), spread(r["test_acc"], r["test_std"]),
+                 ", ".join(r["experiments"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def figure(ranked, changed, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [" ".join([r["variant"], *(f"{k.split('.')[-1]}={r['params'][k]}" for k in changed)])
+              for r in ranked]
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(ranked) + 1.5))
+    ax.barh(labels[::-1], [r["test_acc"] * 100 for r in ranked][::-1],
+            xerr=[r["test_std"] * 100 for r in ranked][::-1], color="tab:blue", capsize=3)
+    ax.set_xlabel("test accuracy (%), mean ± std over seeds; ranked by val accuracy")
+    low = min(r["test_acc"] for r in ranked) * 100
+    ax.set_xlim(max(0, low - 3), 100)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repo", default=".")
+    parser.add_argument("--variant", help="only this variant (default: all)")
+    parser.add_argument("--rev", help="baseline commit of the sweep (default: HEAD)")
+    parser.add_argument("--md", help="also write the table to this markdown file")
+    parser.add_argument("--figure", help="write a bar chart (PNG) to this file")
+    args = parser.parse_args()
+    import dvc.api
+
+    ranked, changed = rank(dvc.api.exp_show(repo=args.repo, revs=args.rev), args.variant)
+    table = markdown(ranked, changed)
+    print(table)
+    if args.md:
+        from pipeline.io import atomic_path
+
+        with atomic_path(args.md) as tmp:
+            tmp.write_text(table + "\n")
+    if args.figure:
+        figure(ranked, changed, args.figure)
+
+
+if __name__ == "__main__":
+    run_stage(main)

@@ -1,0 +1,47 @@
+"""The compare command ranks known metrics correctly, by val accuracy, with the spread over seeds."""
+import pytest
+
+from pipeline.compare import markdown, rank
+from pipeline.errors import PipelineError
+
+
+def row(name, dropout, seed, val, test, state=None, rev=None):
+    """One row as dvc.api.exp_show gives it (values as DVC reports them)."""
+    return {"Experiment": name, "rev": rev or (name or "HEAD")[:7], "typ": "branch_commit", "State": state,
+            "seed": float(seed), "model.dropout": dropout, "model.activation": "relu",
+            "tracking.experiment": "x", "data/split": "abc.dir",
+            "metrics/dropout.json:val_acc": val, "metrics/dropout.json:test_acc": test,
+            "metrics/vanilla.json:val_acc": 0.5, "metrics/vanilla.json:test_acc": 0.5}
+
+
+ROWS = [
+    {**row(None, 0.3, 0, 0.80, 0.79), "rev": "workspace", "typ": "baseline"},  # a copy: skipped
+    row("low-a", 0.1, 0, 0.90, 0.91), row("low-b", 0.1, 1, 0.92, 0.89),   # mean val 0.91
+    row("mid-a", 0.3, 0, 0.93, 0.88), row("mid-b", 0.3, 1, 0.95, 0.90),   # mean val 0.94: best
+    row("high", 0.5, 0, 0.925, 0.99),                                     # best test: not chosen
+    row("queued", 0.7, 0, float("nan"), None, state="Queued"),
+]
+
+
+def test_ranks_by_mean_val_accuracy_not_test():
+    ranked, changed = rank(ROWS, variant="dropout")
+    assert changed == ["model.dropout"]
+    assert [r["params"]["model.dropout"] for r in ranked] == [0.3, 0.5, 0.1]
+    best = ranked[0]
+    assert best["seeds"] == 2 and best["experiments"] == ["mid-a", "mid-b"]
+    assert best["val_acc"] == pytest.approx(0.94) and best["test_acc"] == pytest.approx(0.89)
+    assert best["test_std"] == pytest.approx(0.0141421, rel=1e-4)  # stdev of 0.88, 0.90
+    assert ranked[1]["seeds"] == 1 and ranked[1]["test_std"] == 0.0
+
+
+def test_all_variants_and_markdown():
+    ranked, changed = rank(ROWS)
+    assert {r["variant"] for r in ranked} == {"dropout", "vanilla"}
+    table = markdown(ranked, changed).splitlines()
+    assert table[0] == "| rank | variant | model.dropout | seeds | val acc | test acc | experiments |"
+    assert table[2] == "| 1 | dropout | 0.3 | 2 | 94.00% ± 1.41% | 89.00% ± 1.41% | mid-a, mid-b |"
+
+
+def test_no_finished_experiment_is_a_clear_error():
+    with pytest.raises(PipelineError, match="no finished experiment .* for variant 'mlp'"):
+        rank(ROWS, variant="mlp")
