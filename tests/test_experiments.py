@@ -1,0 +1,102 @@
+"""DVC's experiment workflow for real: a queued grid, a bad -S value, the run-cache, retraining."""
+import json
+import re
+import time
+
+import mlflow
+import pytest
+
+from conftest import make_project, run, shrunk_params, write_idx_folder
+from pipeline.compare import rank
+
+pytestmark = pytest.mark.slow
+GRID = [("0.1", "true"), ("0.1", "false"), ("0.2", "true"), ("0.2", "false")]
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """The real config shrunk to two variants, reproduced and committed."""
+    tmp = tmp_path_factory.mktemp("experiments")
+    write_idx_folder(tmp / "mirror")
+    params = shrunk_params(tmp / "mirror")
+    params["variants"] = {k: params["variants"][k] for k in ("vanilla", "dropout")}
+    repo, env = make_project(tmp, params)
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "baseline results"], repo, env)
+    return repo, env
+
+
+def wait_for_queue(repo, env, timeout=400):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], repo, env).stdout
+        if not re.search(r"\b(Queued|Running)\b", status):
+            return status
+        time.sleep(2)
+    raise AssertionError(f"queue not done in {timeout} s:\n{status}")
+
+
+def test_queued_grid_and_a_bad_value(project):
+    repo, env = project
+    params_before = (repo / "params.yaml").read_bytes()
+    run(["dvc", "exp", "run", "--queue", "-S", "model.dropout=0.1,0.2",
+         "-S", "variants.dropout.batchnorm=true,false"], repo, env)
+    run(["dvc", "exp", "run", "--queue", "--name", "banana", "-S", "model.activation=banana"], repo, env)
+    run(["dvc", "queue", "start", "-j", "2"], repo, env)
+    status = wait_for_queue(repo, env)
+
+    # the bad value fails alone, with the validation error, and touches nothing
+    assert re.search(r"banana\s.*Failed", status), status
+    logs = run(["dvc", "queue", "logs", "banana"], repo, env, check=False).stdout
+    assert "error: model.activation must be one of relu, tanh" in logs
+    assert (repo / "params.yaml").read_bytes() == params_before
+
+    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
+    done = [exp["revs"][0] for commit in rows for exp in (commit.get("experiments") or [])
+            if exp["revs"][0]["data"].get("metrics")]
+    combos = {(str(e["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]),
+               str(e["data"]["params"]["params.yaml"]["data"]["variants"]["dropout"]["batchnorm"]).lower())
+              for e in done}
+    assert combos == set(GRID)
+    names = {e["name"] for e in done}
+
+    # every queued experiment landed its MLflow runs and artifacts in the workspace's store
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lenet5-variants")
+    queued_runs = client.search_runs([experiment.experiment_id], "tags.dvc_exp_name != ''")
+    by_exp = {}
+    for r in queued_runs:
+        by_exp.setdefault(r.data.tags["dvc_exp_name"], []).append(r.info.run_name)
+    assert {n: sorted(v) for n, v in by_exp.items() if n in names} == {
+        n: ["evaluate@dropout", "train@dropout"] for n in names}
+    for r in queued_runs:
+        assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
+        assert (repo / "mlruns" / r.info.artifact_uri.split("/mlruns/", 1)[1] / "params.yaml").is_file()
+
+    # the compare command ranks the four configurations
+    import dvc.api
+    ranked, changed = rank(dvc.api.exp_show(repo=str(repo)), variant="dropout")
+    assert changed == ["model.dropout", "variants.dropout.batchnorm"]
+    assert len(ranked) >= 4 and ranked[0]["val_acc"] >= ranked[-1]["val_acc"]
+
+
+def test_same_experiment_again_comes_from_the_run_cache(project):
+    repo, env = project
+    first = run(["dvc", "exp", "run", "-S", "model.dropout=0.4"], repo, env).stdout
+    assert "Running stage 'train@dropout'" in first
+    metrics = (repo / "metrics/dropout.json").read_text()
+    run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], repo, env)
+    again = run(["dvc", "exp", "run", "-S", "model.dropout=0.4"], repo, env).stdout
+    assert "Stage 'train@dropout' is cached - skipping run" in again, again
+    assert (repo / "metrics/dropout.json").read_text() == metrics
+
+
+def test_retraining_gives_bit_identical_metrics(project):
+    repo, env = project
+    before = json.loads((repo / "metrics/vanilla.json").read_text())
+    run(["dvc", "repro", "--force", "--single-item", "train@vanilla", "evaluate@vanilla"], repo, env)
+    after = json.loads((repo / "metrics/vanilla.json").read_text())
+    timing = {"latency_ms_per_batch", "seconds_per_epoch"}
+    assert {k: v for k, v in after.items() if k not in timing} == \
+           {k: v for k, v in before.items() if k not in timing}
