@@ -21,5 +21,5 @@ run: setup data
 	dvc repro
 	dvc metrics show
 
-test: setup
+test: setup data
 	$(VENV)/bin/python -m pytest
