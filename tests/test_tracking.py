@@ -39,7 +39,7 @@ def train_cmd(params, split_dir, tmp_path, variant="mlp"):
 def test_a_failing_stage_leaves_a_failed_run_not_a_running_one(split_dir, tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    params_path = write_params(tmp_path, **{"train.lr": 50.0})
+    params_path = write_params(tmp_path, **{"train.lr": 1.0e+12})
     with pytest.raises(PipelineError, match="diverged"):
         train_variant(validate(yaml.safe_load(params_path.read_text())), "vanilla", split_dir, params_path)
     mlflow.set_tracking_uri(uri)
