@@ -54,7 +54,7 @@ def test_queued_grid_and_a_bad_value(project):
 
     rows = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
     done = [exp["revs"][0] for commit in rows for exp in (commit.get("experiments") or [])
-            if exp["revs"][0]["data"].get("metrics")]
+            if exp["revs"][0]["data"].get("metrics") and not exp["revs"][0].get("error")]
     combos = {(str(e["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]),
                str(e["data"]["params"]["params.yaml"]["data"]["variants"]["dropout"]["batchnorm"]).lower())
               for e in done}

@@ -78,7 +78,7 @@ def test_mlflow_mirrors_every_train_and_evaluate(reproduced):
     experiment = client.get_experiment_by_name("lenet5-variants")
     assert experiment.artifact_location == (repo / "mlruns").as_uri()
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
-    by_name = {r.info.run_name: r for r in runs}
+    by_name = {r.info.run_name: r for r in reversed(runs)}  # newest first: keep the newest per name
     assert sorted(by_name) == sorted(f"{s}@{v}" for s in ("train", "evaluate") for v in VARIANTS)
     for name in VARIANTS:
         train, evaluate = by_name[f"train@{name}"], by_name[f"evaluate@{name}"]
