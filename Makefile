@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data run test
+.PHONY: setup data run test exps
 
 setup: $(VENV)/.installed
 
@@ -23,3 +23,8 @@ run: setup data
 
 test: setup data
 	$(VENV)/bin/python -m pytest
+
+# The experiments table, narrowed to what differs and to the accuracies.
+exps: setup
+	dvc exp show --only-changed --md \
+	  --drop '.*:(.*loss|latency.*|seconds.*|train_acc|best_epoch|epochs_run|parameters)|data/|plots/|metrics$$|Created'

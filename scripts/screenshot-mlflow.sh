@@ -25,6 +25,6 @@ runs=$(echo "$ids" | .venv/bin/python -c 'import json,sys,urllib.parse; print(ur
 url="http://127.0.0.1:$port/#/compare-runs?runs=$runs&experiments=%5B%22$exp%22%5D"
 chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run \
   --disable-background-networking --disable-component-update --disable-sync \
-  --user-data-dir="$(mktemp -d)" --window-size=1400,1000 --virtual-time-budget=20000 \
+  --user-data-dir="$(mktemp -d)" --window-size=1800,1000 --virtual-time-budget=20000 \
   --hide-scrollbars --screenshot="$PWD/docs/mlflow-compare.png" "$url"
 echo "wrote docs/mlflow-compare.png ($url)"
