@@ -4,13 +4,17 @@ Synthetic images are learnable on purpose: class c lights a 6x6 block at a
 position of its own, plus noise, so one epoch on a few hundred images already
 beats chance and a broken training loop shows.
 """
+import functools
 import gzip
 import hashlib
+import http.server
 import os
 import shutil
 import struct
 import subprocess
 import sys
+import threading
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +64,19 @@ def write_idx_folder(folder, n_train=600, n_test=200, gz=True):
             else:
                 (folder / name).write_bytes(data)
     return sums
+
+
+@contextmanager
+def serve_folder(folder):
+    """Serve `folder` over HTTP on 127.0.0.1 at a free port; yield its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @pytest.fixture

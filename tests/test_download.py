@@ -1,14 +1,11 @@
 """Stage download against real IDX files: a local folder, a loopback HTTP server, Debian's copy."""
-import functools
-import http.server
-import threading
 from pathlib import Path
 
 import pytest
 import torch
 from torchvision.datasets import FashionMNIST
 
-from conftest import write_idx_folder
+from conftest import serve_folder, write_idx_folder
 from pipeline.download import RAW_SHA256, DataError, download
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -16,15 +13,10 @@ DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
 @pytest.fixture
 def http_mirror(idx_folder):
-    """Serve the synthetic .gz files on 127.0.0.1 at a free port."""
+    """The synthetic .gz files on a loopback HTTP server."""
     folder, sums = idx_folder
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/", sums
-    server.shutdown()
-    server.server_close()
+    with serve_folder(folder) as url:
+        yield url, sums
 
 
 def test_local_folder_gives_files_torchvision_loads(idx_folder, tmp_path):

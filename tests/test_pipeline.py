@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from conftest import make_project, run, shrunk_params, write_idx_folder
+from conftest import make_project, run, serve_folder, shrunk_params, write_idx_folder
 
 pytestmark = pytest.mark.slow
 VARIANTS = ["vanilla", "batchnorm", "dropout", "weight_decay", "mlp"]
@@ -13,11 +13,18 @@ VARIANTS = ["vanilla", "batchnorm", "dropout", "weight_decay", "mlp"]
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
-    """One shrunk `dvc repro` of the whole pipeline, shared by the tests below."""
+    """One shrunk `dvc repro` of the whole pipeline, shared by the tests below.
+
+    The data comes from a loopback HTTP mirror, after a local folder that is
+    missing (test_experiments.py reads a local folder).
+    """
     tmp = tmp_path_factory.mktemp("pipeline")
     write_idx_folder(tmp / "mirror")
-    repo, env = make_project(tmp, shrunk_params(tmp / "mirror"))
-    result = run(["dvc", "repro"], repo, env)
+    with serve_folder(tmp / "mirror") as url:
+        params = shrunk_params(tmp / "mirror")
+        params["data"]["sources"]["FashionMNIST"] = [str(tmp / "absent"), url]
+        repo, env = make_project(tmp, params)
+        result = run(["dvc", "repro"], repo, env)
     return repo, env, result.stdout
 
 
