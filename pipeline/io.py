@@ -1,4 +1,5 @@
 """Atomic writes: a stage that fails leaves the old file or none, never half a file."""
+import io
 import json
 import os
 import shutil
@@ -41,7 +42,15 @@ def read_json(path):
 
 
 def save_torch(path, obj):
+    """torch.save, byte-for-byte reproducible.
+
+    torch.save names the archive inside the file after the file it writes to;
+    saving straight to the random temp name would make equal tensors hash
+    differently in DVC (and miss its run-cache). A buffer has a fixed name.
+    """
     import torch
 
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buffer.getvalue())
