@@ -71,9 +71,7 @@ def git_commit():
 
 def _experiment_id(mlflow, name, artifact_location):
     """Create the experiment once, under a lock (several stages may start at once)."""
-    root = repo_root()
-    lock_path = root / ".mlflow.lock"
-    with open(lock_path, "w") as lock:
+    with open(repo_root() / ".mlflow.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is not None:
