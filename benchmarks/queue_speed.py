@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_project, run, shrunk_params, write_idx_folder  # noqa: E402
+from conftest import make_project, run, shrunk_params, stop_queue_workers, write_idx_folder  # noqa: E402
 
 VALUES = ["0.1", "0.2", "0.4", "0.6"]
 
@@ -56,6 +56,7 @@ def main():
         print(f"4 experiments, dvc queue -j 2:   {queued:.1f} s  ({failed} failed)")
         print(f"speed-up: {sequential / queued:.2f}x")
     finally:
+        stop_queue_workers(tmp / "project")
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -10,9 +10,11 @@ import hashlib
 import http.server
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
+import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -102,13 +104,44 @@ def shrunk_params(source, **overrides):
     return params
 
 
-def run(cmd, cwd, env=None, check=True):
-    """Run a command; on failure show its output in the assertion."""
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+def run(cmd, cwd, env=None, check=True, timeout=300):
+    """Run a command; on failure or after `timeout` seconds, show its output in the assertion.
+
+    Output goes to files, not pipes: `dvc queue start` forks helpers that keep
+    its stdout open as long as their queue workers live, so reading a pipe to
+    its end waits on the workers too; a worker that hung at shutdown (seen
+    once, all its tasks done) kept a CI run waiting 90 minutes.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True,
+                                start_new_session=True)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(map(str, cmd))} exited {result.returncode}\n"
+        what = f"timed out after {timeout} s" if result.returncode == -signal.SIGKILL else \
+            f"exited {result.returncode}"
+        raise AssertionError(f"{' '.join(map(str, cmd))} {what}\n"
                              f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}")
     return result
+
+
+def stop_queue_workers(repo):
+    """Kill the DVC queue workers of `repo` still alive (each leads its own process group)."""
+    wdir = Path(repo) / ".dvc" / "tmp" / "exps" / "celery"
+    node = f"dvc-exp-{hashlib.sha256(str(wdir).encode()).hexdigest()[:6]}-".encode()  # as DVC names them
+    for pid_file in wdir.glob("dvc-exp-worker-*.pid"):
+        pid = int(pid_file.read_text())
+        try:  # the pid may have been reused since: kill only if it still is this repo's worker
+            if node in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
 
 
 def project_env(repo):

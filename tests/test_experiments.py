@@ -6,7 +6,7 @@ import time
 import mlflow
 import pytest
 
-from conftest import make_project, run, shrunk_params, write_idx_folder
+from conftest import make_project, run, shrunk_params, stop_queue_workers, write_idx_folder
 from pipeline.compare import rank
 
 pytestmark = pytest.mark.slow
@@ -24,7 +24,8 @@ def project(tmp_path_factory):
     run(["dvc", "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "baseline results"], repo, env)
-    return repo, env
+    yield repo, env
+    stop_queue_workers(repo)  # a worker can hang at shutdown after its tasks are done
 
 
 def wait_for_queue(repo, env, timeout=400):
@@ -34,7 +35,9 @@ def wait_for_queue(repo, env, timeout=400):
         if not re.search(r"\b(Queued|Running)\b", status):
             return status
         time.sleep(2)
-    raise AssertionError(f"queue not done in {timeout} s:\n{status}")
+    logs = "\n".join(f"== {f.name}\n{f.read_text()[-3000:]}"
+                     for f in sorted((repo / ".dvc/tmp/exps/celery").glob("*.out")))
+    raise AssertionError(f"queue not done in {timeout} s:\n{status}\n{logs}")
 
 
 def test_queued_grid_and_a_bad_value(project):
