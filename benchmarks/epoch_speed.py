@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.data import load_split, normalisation, to_model_input  # noqa: E402
 from pipeline.engine import train_one_epoch  # noqa: E402
 from pipeline.models import build_lenet5  # noqa: E402
+from pipeline.runtime import setup_torch  # noqa: E402
 
 
 def typical_epoch(model, optimizer, loader):
@@ -42,7 +43,7 @@ def main():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=256)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    setup_torch(args.threads)  # the pipeline's thread count and allocator setting, for both paths
     from torchvision import datasets, transforms
 
     images, labels = load_split(args.split, "train")
