@@ -54,7 +54,7 @@ def latency_ms(model, batch, repeats):
 
 
 def evaluate_variant(checkpoint, model, split_dir, history, batch_size, latency_repeats, device):
-    """(metrics dict, confusion records, per-class records, test logits) for one model."""
+    """(metrics dict, confusion records, per-class records) for one model."""
     mean, std = checkpoint["normalisation"]
     classes = read_json(Path(split_dir) / "meta.json")["classes"]
     metrics, test_logits, test_labels = {}, None, None
@@ -129,7 +129,7 @@ def main():
         if run.mlflow:
             test_images, test_labels = load_split(args.split, "test")
             run.log_dataset(args.split, "test", test_images, test_labels, params["data"]["dataset"])
-            classes = read_json(Path(args.split) / "meta.json")["classes"]
+            classes = [record["class"] for record in per_class]
             run.log_figure(confusion_figure(confusion, classes, f"{args.variant}: test confusion"),
                            "confusion_matrix.png")
     print(f"evaluate {args.variant}: test acc {metrics['test_acc']:.4f}, val acc {metrics['val_acc']:.4f}")

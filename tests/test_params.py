@@ -80,3 +80,17 @@ def test_stage_exits_2_with_one_line(tmp_path):
         "error: model.activation must be one of relu, tanh, sigmoid, selu, leaky_relu, elu, prelu; "
         "got 'banana'"]
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_missing_input_file_is_one_line_naming_it(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--params", str(ROOT / "params.yaml"),
+                             "--variant", "vanilla", "--split", str(tmp_path / "nowhere"),
+                             "--model", str(tmp_path / "m.pt"), "--history", str(tmp_path / "h.json")],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: {tmp_path / 'nowhere' / 'train.pt'}: no such file; the earlier stages make it (dvc repro)"]
+    assert not (tmp_path / "m.pt").exists()
