@@ -113,19 +113,19 @@ def run(cmd, cwd, env=None, check=True, timeout=300):
     once, all its tasks done) kept a CI run waiting 90 minutes.
     """
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, text=True,
-                                start_new_session=True)
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
         try:
             proc.wait(timeout)
+            timed_out = False
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: what it started goes too
             proc.wait()
+            timed_out = True
         out.seek(0)
         err.seek(0)
         result = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
     if check and result.returncode != 0:
-        what = f"timed out after {timeout} s" if result.returncode == -signal.SIGKILL else \
-            f"exited {result.returncode}"
+        what = f"timed out after {timeout} s" if timed_out else f"exited {result.returncode}"
         raise AssertionError(f"{' '.join(map(str, cmd))} {what}\n"
                              f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}")
     return result
