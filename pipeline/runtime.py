@@ -1,6 +1,5 @@
 """The one seed helper, the device choice, the thread count and the allocator."""
 import ctypes
-import ctypes.util
 import random
 
 import numpy as np
@@ -36,9 +35,8 @@ def keep_freed_memory():
     https://pytorch.org/tutorials/recipes/recipes/tuning_guide.html
     No-op where the C library is not glibc.
     """
-    libc_name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(libc_name) if libc_name else None
-    if libc is None or not hasattr(libc, "mallopt"):
+    libc = ctypes.CDLL(None)  # the C library this process already runs on
+    if not hasattr(libc, "mallopt"):
         return
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
     libc.mallopt(m_mmap_threshold, 32 << 20)  # blocks up to 32 MB (glibc's maximum) from the heap
