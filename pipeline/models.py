@@ -5,6 +5,8 @@ the dicts below; batch norm and dropout are switches every builder honours.
 """
 from torch import nn
 
+from pipeline.pool import MaxPool2x2
+
 ACTIVATIONS = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -27,19 +29,33 @@ def _block(layer, norm, activation, dropout):
     return parts
 
 
-def build_lenet5(activation, batchnorm, dropout, hidden=None):
+def _conv_block(in_channels, out_channels, batchnorm, activation, fast_pool):
+    """conv 5x5 -> [batch norm] -> activation -> 2x2 max pool.
+
+    fast_pool: the pool (and a ReLU before it) as pipeline.pool's kernel, the
+    same function as the textbook layers, computed ~3x faster on the CPU.
+    """
+    parts = [nn.Conv2d(in_channels, out_channels, 5)]
+    if batchnorm:
+        parts.append(nn.BatchNorm2d(out_channels))
+    if fast_pool and activation == "relu":
+        return parts + [MaxPool2x2(relu=True)]
+    parts.append(ACTIVATIONS[activation]())
+    return parts + [MaxPool2x2(relu=False) if fast_pool else nn.MaxPool2d(2)]
+
+
+def build_lenet5(activation, batchnorm, dropout, hidden=None, fast_pool=True):
     """LeNet-5 on 32x32 input (LeCun et al. 1998), with max pooling.
 
     conv 6@5x5 -> pool -> conv 16@5x5 -> pool -> fc 120 -> fc 84 -> fc 10.
     Dropout, when on, follows the two hidden fully connected layers.
+    fast_pool=False builds it from PyTorch's textbook layers only: the oracle
+    in the tests and the typical model in benchmarks/epoch_speed.py.
     """
-    bn2d = (lambda c: nn.BatchNorm2d(c)) if batchnorm else (lambda c: None)
     bn1d = (lambda c: nn.BatchNorm1d(c)) if batchnorm else (lambda c: None)
     return nn.Sequential(
-        *_block(nn.Conv2d(1, 6, 5), bn2d(6), activation, 0.0),
-        nn.MaxPool2d(2),
-        *_block(nn.Conv2d(6, 16, 5), bn2d(16), activation, 0.0),
-        nn.MaxPool2d(2),
+        *_conv_block(1, 6, batchnorm, activation, fast_pool),
+        *_conv_block(6, 16, batchnorm, activation, fast_pool),
         nn.Flatten(),
         *_block(nn.Linear(16 * 5 * 5, 120), bn1d(120), activation, dropout),
         *_block(nn.Linear(120, 84), bn1d(84), activation, dropout),
