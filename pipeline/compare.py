@@ -4,8 +4,9 @@ Reads:  DVC's experiments table (dvc.api.exp_show: the HEAD commit and the
         experiments derived from it), one entry per (experiment, variant).
 Writes: a ranked markdown table to stdout (and to --md), a bar chart with the
         spread over seeds (--figure).
-Entries that differ only in `seed` form one configuration, shown as mean ±
-std over its seeds. The ranking is by mean validation accuracy: the model is
+Every experiment trains each variant with the seeds in train.seeds; the
+seeds of experiments that differ only in train.seeds are pooled into one
+configuration, shown as mean ± std over all its seeds. The ranking is by mean validation accuracy: the model is
 chosen on validation data, and the test accuracy is only reported beside it.
 """
 import argparse
@@ -17,9 +18,10 @@ from collections import defaultdict
 from pipeline.errors import PipelineError, run_stage
 from pipeline.params import SCHEMA
 
-METRIC_COLUMN = re.compile(r"^metrics/(?P<variant>\w+)\.json:(?P<metric>\w+)$")
-# never a knob of the comparison: where data and runs come from
-IGNORED = re.compile(r"^(seed$|tracking\.|data\.sources\.|data\.verify_checksums$)")
+METRIC_COLUMN = re.compile(r"^metrics/(?P<variant>\w+)\.json:(?P<metric>(val|test)_acc)_seed(?P<seed>\d+)$")
+# never a knob of the comparison: which seeds, where data and runs come from, how fast
+IGNORED = re.compile(r"^(train\.seeds$|train\.workers$|evaluate\.threads$|tracking\.|report\.|"
+                     r"data\.sources\.|data\.verify_checksums$)")
 
 
 def _is_param(column):
@@ -31,21 +33,22 @@ def _present(value):
 
 
 def entries(rows):
-    """[(experiment name, variant, {param: value}, {metric: value})] of finished experiments."""
+    """[(experiment name, variant, {param: value}, {val_acc: [per seed], test_acc: [...]})] of finished ones."""
     out = []
     for row in rows:
         if row.get("rev") == "workspace" or row.get("State") in ("Queued", "Running", "Failed"):
             continue
         name = row.get("Experiment") or row.get("rev")
         params = {k: v for k, v in row.items() if _is_param(k)}
-        by_variant = defaultdict(dict)
+        by_variant = defaultdict(lambda: {"val_acc": {}, "test_acc": {}})
         for column, value in row.items():
             match = METRIC_COLUMN.match(column)
             if match and _present(value):
-                by_variant[match["variant"]][match["metric"]] = value
+                by_variant[match["variant"]][match["metric"]][match["seed"]] = value
         for variant, metrics in by_variant.items():
-            if "val_acc" in metrics and "test_acc" in metrics:
-                out.append((name, variant, params, metrics))
+            seeds = sorted(set(metrics["val_acc"]) & set(metrics["test_acc"]))
+            if seeds:
+                out.append((name, variant, params, {k: [metrics[k][s] for s in seeds] for k in metrics}))
     return out
 
 
@@ -53,7 +56,7 @@ def rank(rows, variant=None):
     """Configurations, best mean val accuracy first: dicts with the changed params and stats."""
     found = [e for e in entries(rows) if variant is None or e[1] == variant]
     if not found:
-        raise PipelineError("no finished experiment with val_acc and test_acc metrics"
+        raise PipelineError("no finished experiment with per-seed val_acc and test_acc metrics"
                             + (f" for variant {variant!r}" if variant else ""))
     columns = sorted({k for _, _, p, _ in found for k in p if not IGNORED.match(k)})
     changed = [k for k in columns if len({repr(p.get(k)) for _, _, p, _ in found}) > 1]
@@ -62,10 +65,10 @@ def rank(rows, variant=None):
         groups[(var, tuple(params.get(k) for k in changed))].append((name, metrics))
     ranked = []
     for (var, values), members in groups.items():
-        val = [m["val_acc"] for _, m in members]
-        test = [m["test_acc"] for _, m in members]
+        val = [v for _, m in members for v in m["val_acc"]]
+        test = [v for _, m in members for v in m["test_acc"]]
         ranked.append({
-            "variant": var, "params": dict(zip(changed, values)), "seeds": len(members),
+            "variant": var, "params": dict(zip(changed, values)), "seeds": len(val),
             "val_acc": statistics.mean(val), "val_std": statistics.stdev(val) if len(val) > 1 else 0.0,
             "test_acc": statistics.mean(test), "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
             "experiments": [name for name, _ in members],

@@ -18,10 +18,11 @@ def random_shift(x, max_shift, generator):
     return shifted.contiguous(memory_format=torch.channels_last)
 
 
-def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip, shift):
+def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip, shift, scheduler=None):
     """One pass over shuffled batches; returns (mean loss, accuracy) as floats.
 
     `generator` (CPU) drives the shuffle and the augmentation, so a seed fixes both.
+    `scheduler`, when given, steps after every batch (onecycle, cosine).
     """
     model.train()
     n = len(labels)
@@ -40,6 +41,8 @@ def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hfl
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         total_loss += loss.detach() * len(idx)
         correct += (logits.argmax(1) == y).sum()
     return total_loss.item() / n, correct.item() / n

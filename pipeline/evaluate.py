@@ -1,14 +1,19 @@
-"""Stage `evaluate@<variant>`: score the selected checkpoint; the only stage that reads the test set.
+"""Stage `evaluate@<variant>`: score every seed's checkpoint; the only stage that reads the test set.
 
-Reads params: evaluate.*, train.threads.
-Reads:        <split>/{train,val,test}.pt, meta.json (stage split); <model> and
-              <history> (stage train).
-Writes:       <metrics>    test/val/train loss and accuracy, parameter count,
-                           latency, best epoch, seconds per epoch (one flat row
-                           per variant for `dvc metrics show`);
-              <confusion>  one {actual, predicted} record per test image, for
-                           DVC's confusion template;
-              <per_class>  test accuracy of each class.
+Reads params: evaluate.*, report.confidence.
+Reads:        <split>/{train,val,test}.pt, meta.json (stage split); <models>/seed<k>.pt
+              and <history> (stage train).
+Writes:       <metrics>    flat, for `dvc metrics show` and `dvc exp show`: for
+                           test/val/train accuracy and loss the mean, std and
+                           interval over the seeds (`test_acc_mean`, `_std`,
+                           `_ci_low`, `_ci_high`) and each seed's value
+                           (`test_acc_seed<k>`); the seed count, parameter count,
+                           best epochs, latency and seconds per epoch;
+              <confusion>  one {seed, actual, predicted} record per test image
+                           and seed, for DVC's confusion template;
+              <per_class>  test accuracy of each class, mean and per seed.
+With one seed there is no spread: std and the interval are left out, and the
+report says so.
 """
 import argparse
 import statistics
@@ -21,10 +26,22 @@ from pipeline import tracking
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import loss_and_accuracy, predict
 from pipeline.errors import PipelineError, run_stage
+from pipeline.figures import confusion_figure, curves_figure
 from pipeline.io import read_json, write_json
 from pipeline.models import build_model
 from pipeline.params import load_params
 from pipeline.runtime import setup_torch
+from pipeline.stats import summary
+
+SUMMARISED = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss")
+
+
+def checkpoint_files(models_dir):
+    """{seed: path} of the checkpoints stage train wrote."""
+    files = {int(p.stem.removeprefix("seed")): p for p in Path(models_dir).glob("seed*.pt")}
+    if not files:
+        raise PipelineError(f"no seed<k>.pt checkpoint in {models_dir} (run stage train first)")
+    return dict(sorted(files.items()))
 
 
 def load_checkpoint(path, device):
@@ -53,86 +70,109 @@ def latency_ms(model, batch, repeats):
     return statistics.median(times)
 
 
-def evaluate_variant(checkpoint, model, split_dir, history, batch_size, latency_repeats, device):
-    """(metrics dict, confusion records, per-class records) for one model."""
+def evaluate_seed(checkpoint, model, data, batch_size):
+    """({split_loss, split_acc}, test predictions) of one checkpoint on the splits in `data`."""
     mean, std = checkpoint["normalisation"]
-    classes = read_json(Path(split_dir) / "meta.json")["classes"]
-    metrics, test_logits, test_labels = {}, None, None
-    for split in ("test", "val", "train"):
-        images, labels = load_split(split_dir, split)
-        x = to_model_input(images, mean, std, device)
-        logits = predict(model, x, batch_size).cpu()
+    metrics, predicted = {}, None
+    for split, (images, labels) in data.items():
+        logits = predict(model, to_model_input(images, mean, std, model_device(model)), batch_size).cpu()
         metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss_and_accuracy(logits, labels)
         if split == "test":
-            test_logits, test_labels = logits, labels
-            metrics["latency_ms_per_batch"] = latency_ms(model, x[:batch_size], latency_repeats)
-    predicted = test_logits.argmax(1)
-    metrics.update(parameters=checkpoint["parameters"], best_epoch=checkpoint["best_epoch"],
-                   epochs_run=checkpoint["epochs_run"],
-                   seconds_per_epoch=statistics.median(r["seconds"] for r in history))
-    confusion = [{"actual": classes[a], "predicted": classes[p]}
-                 for a, p in zip(test_labels.tolist(), predicted.tolist())]
-    per_class = [{"class": name, "accuracy": (predicted[test_labels == c] == c).float().mean().item()}
+            predicted = logits.argmax(1)
+    return metrics, predicted
+
+
+def model_device(model):
+    return next(model.parameters()).device
+
+
+def aggregate(per_seed, confidence):
+    """Flat metrics: mean/std/interval over the seeds of each summarised metric, and every seed's values."""
+    out = {"seeds": len(per_seed)}
+    for key in SUMMARISED:
+        stats = summary([m[key] for m in per_seed.values()], confidence)
+        out.update({f"{key}_{name}": stats[name] for name in ("mean", "std", "ci_low", "ci_high")
+                    if stats[name] is not None})
+    for seed, m in per_seed.items():
+        out.update({f"{key}_seed{seed}": value for key, value in m.items()})
+    return out
+
+
+def evaluate_variant(models_dir, split_dir, history, batch_size, latency_repeats, confidence, device,
+                     on_seed=lambda seed, checkpoint, metrics: None):
+    """(metrics dict, confusion records, per-class records, confusion counts) over every seed's checkpoint."""
+    classes = read_json(Path(split_dir) / "meta.json")["classes"]
+    data = {split: load_split(split_dir, split) for split in ("test", "val", "train")}
+    test_labels = data["test"][1]
+    per_seed, confusion, counts, per_class_seed, latency = {}, [], 0, {}, None
+    checkpoint = None
+    for seed, path in checkpoint_files(models_dir).items():
+        checkpoint, model = load_checkpoint(path, device)
+        metrics, predicted = evaluate_seed(checkpoint, model, data, batch_size)
+        metrics.update(best_epoch=checkpoint["best_epoch"], epochs_run=checkpoint["epochs_run"])
+        per_seed[seed] = metrics
+        on_seed(seed, checkpoint, metrics)
+        # confusion counts by bincount over (actual, predicted) pairs: no Python loop over images
+        pairs = torch.bincount(test_labels * len(classes) + predicted, minlength=len(classes) ** 2)
+        counts = counts + pairs.view(len(classes), len(classes))
+        confusion += [{"seed": seed, "actual": classes[a], "predicted": classes[p]}
+                      for a, p in zip(test_labels.tolist(), predicted.tolist())]
+        per_class_seed[seed] = (pairs.view(len(classes), -1).diagonal() /
+                                torch.bincount(test_labels, minlength=len(classes))).tolist()
+        if latency is None:
+            mean, std = checkpoint["normalisation"]
+            x = to_model_input(data["test"][0][:batch_size], mean, std, device)
+            latency = latency_ms(model, x, latency_repeats)
+    metrics = aggregate(per_seed, confidence)
+    metrics.update(parameters=checkpoint["parameters"], latency_ms_per_batch=latency,
+                   seconds_per_epoch=statistics.median(
+                       v for row in history for k, v in row.items() if k.startswith("seconds_seed")))
+    per_class = [{"class": name, "accuracy": statistics.mean(acc[c] for acc in per_class_seed.values()),
+                  **{f"accuracy_seed{seed}": acc[c] for seed, acc in per_class_seed.items()}}
                  for c, name in enumerate(classes)]
-    return metrics, confusion, per_class
-
-
-def confusion_figure(confusion, classes, title):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    index = {name: i for i, name in enumerate(classes)}
-    counts = torch.zeros(len(classes), len(classes), dtype=torch.long)
-    for record in confusion:
-        counts[index[record["actual"]], index[record["predicted"]]] += 1
-    fig, ax = plt.subplots(figsize=(7, 6))
-    ax.imshow(counts, cmap="Blues")
-    for (i, j), n in zip(torch.cartesian_prod(torch.arange(10), torch.arange(10)).tolist(), counts.flatten()):
-        ax.text(j, i, int(n), ha="center", va="center", fontsize=7,
-                color="white" if n > counts.max() / 2 else "black")
-    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
-    ax.set_yticks(range(len(classes)), classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    ax.set_title(title)
-    fig.tight_layout()
-    return fig
+    return metrics, confusion, per_class, counts
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--variant", required=True)
-    parser.add_argument("--split", required=True)
-    parser.add_argument("--model", required=True)
-    parser.add_argument("--history", required=True)
-    parser.add_argument("--metrics", required=True)
-    parser.add_argument("--confusion", required=True)
-    parser.add_argument("--per-class", required=True)
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    parser.add_argument("--variant", required=True, help="a name under variants: in the params file")
+    parser.add_argument("--split", required=True, help="folder written by stage split")
+    parser.add_argument("--models", required=True, help="folder of seed<k>.pt checkpoints (stage train)")
+    parser.add_argument("--history", required=True, help="per-epoch JSON written by stage train")
+    parser.add_argument("--metrics", required=True, help="metrics JSON to write")
+    parser.add_argument("--confusion", required=True, help="confusion records JSON to write")
+    parser.add_argument("--per-class", required=True, help="per-class accuracy JSON to write")
     args = parser.parse_args()
     params = load_params(args.params)
-    device = setup_torch(params["train"]["threads"])
-    checkpoint, model = load_checkpoint(args.model, device)
+    device = setup_torch(params["evaluate"]["threads"])
     history = read_json(args.history)
-    with tracking.stage_run(params, args.variant, "evaluate", args.params,
-                            checkpoint["mlflow_run_id"]) as run:
-        metrics, confusion, per_class = evaluate_variant(
-            checkpoint, model, args.split, history, params["evaluate"]["batch_size"],
-            params["evaluate"]["latency_repeats"], device)
-        write_json(args.metrics, metrics)
-        write_json(args.confusion, confusion)
-        write_json(args.per_class, per_class)
-        run.log_metrics(metrics)
-        run.log_artifact(args.metrics)
-        if run.mlflow:
-            test_images, test_labels = load_split(args.split, "test")
-            run.log_dataset(args.split, "test", test_images, test_labels, params["data"]["dataset"])
-            classes = [record["class"] for record in per_class]
-            run.log_figure(confusion_figure(confusion, classes, f"{args.variant}: test confusion"),
-                           "confusion_matrix.png")
-    print(f"evaluate {args.variant}: test acc {metrics['test_acc']:.4f}, val acc {metrics['val_acc']:.4f}")
+    parent = {}
+
+    def mirror_seed(seed, checkpoint, metrics):  # each seed's test metrics onto its MLflow run
+        parent["run_id"] = checkpoint.get("mlflow_parent_run_id")
+        tracking.existing_run(params, checkpoint.get("mlflow_run_id")).log_metrics(metrics)
+
+    metrics, confusion, per_class, counts = evaluate_variant(
+        args.models, args.split, history, params["evaluate"]["batch_size"],
+        params["evaluate"]["latency_repeats"], params["report"]["confidence"], device, mirror_seed)
+    write_json(args.metrics, metrics)
+    write_json(args.confusion, confusion)
+    write_json(args.per_class, per_class)
+    run = tracking.existing_run(params, parent.get("run_id"))  # the variant's parent run: the aggregate
+    run.log_metrics({k: v for k, v in metrics.items() if "_seed" not in k})
+    run.log_artifact(args.metrics)
+    if run.mlflow:
+        classes = [record["class"] for record in per_class]
+        run.log_figure(confusion_figure(counts, classes, f"{args.variant}: test confusion, summed over seeds"),
+                       "confusion_matrix.png")
+        results = {args.variant: {"history": history, "metrics": metrics}}
+        for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
+            run.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
+    ci = (f" [{metrics['test_acc_ci_low']:.4f}, {metrics['test_acc_ci_high']:.4f}]"
+          if "test_acc_ci_low" in metrics else " (one seed: no interval)")
+    print(f"evaluate {args.variant}: test acc {metrics['test_acc_mean']:.4f}{ci} over {metrics['seeds']} "
+          f"seed(s), val acc {metrics['val_acc_mean']:.4f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ DATASETS = ("FashionMNIST", "MNIST", "KMNIST", "QMNIST")
 ACTIVATIONS = ("relu", "tanh", "sigmoid", "selu", "leaky_relu", "elu", "prelu")
 ARCHITECTURES = ("lenet5", "mlp")
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-SCHEDULERS = ("plateau", "step", "exponential", "none")
+# onecycle and cosine step per batch and end at ~0 lr: a run ends trained, not cut off.
+SCHEDULERS = ("onecycle", "cosine", "plateau", "step", "exponential", "none")
 # Variant names become DVC stage names and `-S variants.<name>.x=...` keys,
 # where Hydra's override grammar allows no '-'.
 VARIANT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -77,11 +78,16 @@ def Choice(*options):
     return check
 
 
-def ListOf(item):
+def ListOf(item, unique=False):
     def check(key, value):
         if not isinstance(value, list) or not value:
             raise ParamsError(f"{key} must be a non-empty list, got {value!r}")
-        return [item(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        items = [item(f"{key}[{i}]", v) for i, v in enumerate(value)]
+        repeated = sorted({v for v in items if items.count(v) > 1})
+        if unique and repeated:
+            raise ParamsError(f"{key} must list each value once; {repeated[0]!r} appears "
+                              f"{items.count(repeated[0])} times in {value!r}")
+        return items
     return check
 
 
@@ -96,9 +102,9 @@ VARIANT = {
 }
 
 SCHEMA = {
-    "seed": Int(0),
     "data": {
         "dataset": Choice(*DATASETS),
+        "split_seed": Int(0),
         # per dataset: local folders, http(s) base URLs or `torchvision`
         "sources": {name: ListOf(Str) for name in DATASETS},
         "verify_checksums": Bool,
@@ -111,6 +117,9 @@ SCHEMA = {
         "mlp_hidden": ListOf(Int(1)),
     },
     "train": {
+        "seeds": ListOf(Int(0), unique=True),
+        "workers": Int(1),
+        "threads": Int(1),
         "optimizer": Choice(*OPTIMIZERS),
         "lr": Float(0, low_open=True),
         "momentum": Float(0, 1, high_open=True),
@@ -119,15 +128,21 @@ SCHEMA = {
         "hflip": Bool,
         "shift": Int(0, 2),  # at most the 2-pixel zero border: see engine.random_shift
         "scheduler": Choice(*SCHEDULERS),
+        "scheduler_warmup": Float(0, 1, high_open=True),
         "scheduler_factor": Float(0, 1, low_open=True, high_open=True),
         "scheduler_patience": Int(0),
         "scheduler_step_size": Int(1),
         "early_stopping_patience": Int(1),
-        "threads": Int(1),
     },
     "evaluate": {
         "batch_size": Int(1),
+        "threads": Int(1),
         "latency_repeats": Int(1),
+    },
+    "report": {
+        "baseline": Str,  # a variant name: checked in validate()
+        "confidence": Float(0, 1, low_open=True, high_open=True),
+        "still_improving": Float(0, 1),
     },
     "tracking": {
         "enabled": Bool,
@@ -189,7 +204,12 @@ def _check_variants(variants):
 
 def validate(params):
     """Return params checked against SCHEMA; raise ParamsError otherwise."""
-    return _check_section("", SCHEMA, params)
+    checked = _check_section("", SCHEMA, params)
+    baseline = checked["report"]["baseline"]
+    if baseline not in checked["variants"]:
+        raise ParamsError(f"report.baseline must name a variant ({', '.join(checked['variants'])}); "
+                          f"got {baseline!r}")
+    return checked
 
 
 def load_params(path="params.yaml"):

@@ -1,16 +1,7 @@
-"""The one seed helper, the device choice, the thread count and the allocator."""
+"""The device choice, the thread count and the allocator."""
 import ctypes
-import random
 
-import numpy as np
 import torch
-
-
-def seed_everything(seed):
-    """Seed python, numpy and torch (CPU and CUDA) from one params value."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def setup_torch(threads):

@@ -1,6 +1,6 @@
 """Stage `split`: a seeded, stratified train/validation split; the test set untouched.
 
-Reads params: seed, data.dataset, data.val_size.
+Reads params: data.split_seed, data.dataset, data.val_size.
 Reads:        <raw>/<Dataset>/raw/ (stage download), parsed by torchvision.
 Writes:       <out>/{train,val,test}.pt ({images: uint8 [N,28,28], labels:
               int64 [N], indices: positions in the original file}) and
@@ -92,7 +92,7 @@ def main():
         tmp.unlink()
         tmp.mkdir()
         write_split(tmp, *load_raw(args.raw, dataset), dataset=dataset,
-                    val_size=params["data"]["val_size"], seed=params["seed"])
+                    val_size=params["data"]["val_size"], seed=params["data"]["split_seed"])
     print(f"split: {dataset} -> {args.out}")
 
 

@@ -1,23 +1,27 @@
-"""Mirror each train/evaluate execution into MLflow; the DVC-tracked JSON stays the record.
+"""Mirror the stages into MLflow; the DVC-tracked JSON stays the record.
 
 Store: MLFLOW_TRACKING_URI when set (e.g. a team's `mlflow server`), else
 sqlite:///<repo>/mlflow.db with artifacts under <repo>/mlruns. <repo> is
 DVC_ROOT when DVC sets it: queued and --temp experiments run in a temp copy
 under .dvc/tmp/exps/ that is deleted afterwards, so paths relative to the
 working folder would lose their runs. The experiment is created once, under
-a file lock, with an absolute artifact_location: SQLite stores created by
-several processes at once fail (see ../shared notes), and an experiment first
-created by a queue worker would otherwise keep artifacts in its temp copy.
+a file lock, with an absolute artifact_location (SQLite stores created by
+several processes at once fail; an experiment first created by a queue
+worker would otherwise keep artifacts in its temp copy), and tagged as model
+training so that `mlflow ui` opens on its runs, not the GenAI overview.
 
-One run per stage execution; an evaluate run is a child of its variant's
-train run (the train run id travels inside the checkpoint, a DVC output), so
-the UI shows the two together. Tracking off (tracking.enabled: false) yields
-a run object that records nothing.
+Runs: one parent run `train@<variant>` per training stage, with one child run
+`train@<variant>/seed<k>` per seed (its curves, datasets and model). The
+evaluate stage adds the test metrics to each child and the aggregated ones
+(mean, std, interval over seeds) to the parent, so the UI's table shows one
+row per variant with its seeds folded under it. Tracking off
+(tracking.enabled: false) yields run objects that record nothing.
 """
 import fcntl
 import hashlib
 import os
 import subprocess
+import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -54,7 +58,7 @@ def flatten(prefix, value):
 
 def resolved_params(params, variant):
     """The config one variant's stages use: shared sections plus its own features."""
-    used = {k: params[k] for k in ("seed", "data", "model", "train", "evaluate")}
+    used = {k: params[k] for k in ("data", "model", "train", "evaluate")}
     used["data"] = {k: v for k, v in params["data"].items() if k != "sources"}
     used["variant"] = params["variants"][variant]
     return flatten("", used)
@@ -69,48 +73,85 @@ def git_commit():
         return "unknown"
 
 
+# The UI opens an experiment on its runs table only with this tag (MLflow 3).
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+
+
 def _experiment_id(mlflow, name, artifact_location):
     """Create the experiment once, under a lock (several stages may start at once)."""
     with open(repo_root() / ".mlflow.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         experiment = mlflow.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        return mlflow.create_experiment(name, artifact_location=artifact_location)
+        if experiment is None:
+            return mlflow.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+        if experiment.tags.get("mlflow.experimentKind") is None:  # made by an older version of this module
+            for key, value in EXPERIMENT_TAGS.items():
+                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        return experiment.experiment_id
+
+
+def open_store(params):
+    """(mlflow, experiment id) of the configured store, or None when tracking is off."""
+    if not params["tracking"]["enabled"]:
+        return None
+    import mlflow
+
+    uri = tracking_uri()
+    # Our own store keeps artifacts beside it; a user's store (a server) decides itself.
+    # Decide before set_tracking_uri(), which exports MLFLOW_TRACKING_URI itself.
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlruns").as_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        return mlflow, _experiment_id(mlflow, params["tracking"]["experiment"], location)
+    except Exception as e:
+        raise TrackingError(f"MLflow store {uri} cannot be used ({type(e).__name__}: "
+                            f"{str(e).splitlines()[0][:200]}); set MLFLOW_TRACKING_URI to a "
+                            f"reachable store or tracking.enabled: false") from None
+
+
+def _tags(params, variant, stage):
+    tags = {"variant": variant, "dvc_stage": f"{stage}@{variant}", "git_commit": git_commit(),
+            "dataset": params["data"]["dataset"]}
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
+    return tags
 
 
 class Run:
-    """What the stages log; every method is a no-op when tracking is off."""
+    """What the stages log into one run, by id; every method is a no-op when tracking is off."""
 
     def __init__(self, mlflow=None, run_id=None):
         self.mlflow, self.run_id = mlflow, run_id
 
     def log_epoch(self, record):
-        if self.mlflow:
-            metrics = {k: v for k, v in record.items() if k != "epoch"}
-            self.mlflow.log_metrics(metrics, step=record["epoch"])
+        self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
-    def log_metrics(self, metrics):
+    def log_metrics(self, metrics, step=0):
         if self.mlflow:
-            self.mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            from mlflow.entities import Metric
+
+            now = int(time.time() * 1000)
+            self.mlflow.MlflowClient().log_batch(self.run_id, metrics=[
+                Metric(k, float(v), now, step) for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)])
 
     def log_artifact(self, path):
         if self.mlflow:
-            self.mlflow.log_artifact(str(path))
+            self.mlflow.MlflowClient().log_artifact(self.run_id, str(path))
 
     def log_figure(self, figure, name):
         if self.mlflow:
             import matplotlib.pyplot as plt
 
-            self.mlflow.log_figure(figure, name)
+            self.mlflow.MlflowClient().log_figure(self.run_id, figure, name)
             plt.close(figure)
 
     def log_dict(self, data, name):
         if self.mlflow:
-            self.mlflow.log_dict(data, name)
+            self.mlflow.MlflowClient().log_dict(self.run_id, data, name)
 
     def log_dataset(self, split_dir, split, images, labels, dataset):
-        """The split as an MLflow input: its name, the split and a digest of its file."""
+        """The split as an MLflow input of the active run: its name, the split and a digest of its file."""
         if self.mlflow:
             import mlflow.data
 
@@ -124,7 +165,7 @@ class Run:
             self.mlflow.log_input(data, context=split)
 
     def log_model(self, model, example):
-        """The model with a signature; an example batch of >= 2 keeps the batch dim free."""
+        """The model (of the active run) with a signature; an example batch of >= 2 keeps the batch dim free."""
         if self.mlflow:
             import mlflow.pytorch
 
@@ -139,36 +180,46 @@ class Run:
 
 
 @contextmanager
-def stage_run(params, variant, stage, params_path, parent_run_id=None):
-    """A run for one stage execution, ended FINISHED, or FAILED when the stage raises."""
-    if not params["tracking"]["enabled"]:
+def variant_run(params, variant, stage, params_path):
+    """The parent run of one variant's training, ended FINISHED, or FAILED when the stage raises."""
+    store = open_store(params)
+    if store is None:
         yield Run()
         return
-    import mlflow
+    mlflow, experiment_id = store
+    client = mlflow.MlflowClient()
+    run = client.create_run(experiment_id, run_name=f"{stage}@{variant}", tags=_tags(params, variant, stage))
+    try:
+        for key, value in resolved_params(params, variant).items():
+            client.log_param(run.info.run_id, key, value)
+        client.log_artifact(run.info.run_id, str(params_path))
+        yield Run(mlflow, run.info.run_id)
+    except BaseException:
+        client.set_terminated(run.info.run_id, "FAILED")
+        raise
+    client.set_terminated(run.info.run_id, "FINISHED")
 
-    uri = tracking_uri()
-    # Our own store keeps artifacts beside it; a user's store (a server) decides itself.
-    # Decide before set_tracking_uri(), which exports MLFLOW_TRACKING_URI itself.
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlruns").as_uri()
-    mlflow.set_tracking_uri(uri)
+
+@contextmanager
+def seed_run(params, variant, seed, parent_run_id):
+    """The active run of one seed's training (in a worker process), a child of the variant's run."""
+    store = open_store(params) if parent_run_id else None
+    if store is None:
+        yield Run()
+        return
+    mlflow, experiment_id = store
+    tags = {**_tags(params, variant, "train"), "seed": str(seed), "mlflow.parentRunId": parent_run_id}
+    active = mlflow.start_run(experiment_id=experiment_id, run_name=f"train@{variant}/seed{seed}", tags=tags)
     try:
-        experiment_id = _experiment_id(mlflow, params["tracking"]["experiment"], location)
-    except Exception as e:
-        raise TrackingError(f"MLflow store {uri} cannot be used ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]}); set MLFLOW_TRACKING_URI to a "
-                            f"reachable store or tracking.enabled: false") from None
-    tags = {"variant": variant, "dvc_stage": f"{stage}@{variant}", "git_commit": git_commit(),
-            "dataset": params["data"]["dataset"]}
-    if os.environ.get("DVC_EXP_NAME"):
-        tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    if parent_run_id:
-        tags["mlflow.parentRunId"] = parent_run_id
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=f"{stage}@{variant}", tags=tags)
-    try:
-        mlflow.log_params(resolved_params(params, variant))
-        mlflow.log_artifact(str(params_path))
+        mlflow.log_params({**resolved_params(params, variant), "seed": seed})
         yield Run(mlflow, active.info.run_id)
     except BaseException:
         mlflow.end_run("FAILED")
         raise
     mlflow.end_run("FINISHED")
+
+
+def existing_run(params, run_id):
+    """A Run that adds to a run made earlier (evaluate adds the test metrics to training's runs)."""
+    store = open_store(params) if run_id else None
+    return Run() if store is None else Run(store[0], run_id)

@@ -1,18 +1,26 @@
-"""Stage `train@<variant>`: fit one variant, keep the checkpoint with the best val loss.
+"""Stage `train@<variant>`: fit one variant once per seed; keep each run's best val-loss checkpoint.
 
-Reads params: seed, model.activation, train.*, variants.<variant>, and the key
-              the variant's `uses` names (model.dropout, model.weight_decay, ...).
+Reads params: train.*, variants.<variant>, model.activation, and the key the
+              variant's `uses` names (model.dropout, model.weight_decay, ...).
 Reads:        <split>/{train,val}.pt (stage split).
-Writes:       <model> (best state_dict + what evaluate needs to rebuild it) and
-              <history> (one record per epoch: losses, accuracies, lr, seconds).
-The learning rate is reduced on plateau of the val loss (or on a fixed
-schedule, per train.scheduler) and training stops early when the val loss has
-not improved for train.early_stopping_patience epochs.
+Writes:       <models>/seed<k>.pt, one per seed in train.seeds (best state_dict
+              + what evaluate needs to rebuild it), and <history>: one record
+              per epoch with the mean over seeds of each curve (what DVC plots
+              draws) and every seed's own value (`val_acc_seed<k>`).
+The seeds are trained by train.workers processes at once, each with
+train.threads torch threads: one seed's result depends only on its seed and
+the thread count, never on which worker ran it or in what order. DVC runs one
+stage at a time, so a stage that holds all of a variant's seeds is the only
+place where both cores can train at once (docs in README, "Speed").
 """
 import argparse
+import concurrent.futures
 import copy
 import math
+import multiprocessing
+import os
 import time
+from pathlib import Path
 
 import torch
 from tqdm import tqdm
@@ -21,10 +29,10 @@ from pipeline import tracking
 from pipeline.data import load_split, normalisation, to_model_input
 from pipeline.engine import loss_and_accuracy, predict, train_one_epoch
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import save_torch, write_json
+from pipeline.io import atomic_path, save_torch, write_json
 from pipeline.models import build_model, count_parameters
 from pipeline.params import load_params, variant_params
-from pipeline.runtime import seed_everything, setup_torch
+from pipeline.runtime import setup_torch
 
 OPTIMIZERS = {
     "sgd": lambda p, t, wd: torch.optim.SGD(p, lr=t["lr"], momentum=t["momentum"], weight_decay=wd),
@@ -32,14 +40,20 @@ OPTIMIZERS = {
     "adamw": lambda p, t, wd: torch.optim.AdamW(p, lr=t["lr"], weight_decay=wd),
     "rmsprop": lambda p, t, wd: torch.optim.RMSprop(p, lr=t["lr"], momentum=t["momentum"], weight_decay=wd),
 }
+# Per-batch schedules (onecycle, cosine) get the total step count; they end at ~0 lr.
 SCHEDULERS = {
-    "plateau": lambda o, t: torch.optim.lr_scheduler.ReduceLROnPlateau(
+    "onecycle": lambda o, t, steps: torch.optim.lr_scheduler.OneCycleLR(
+        o, max_lr=t["lr"], total_steps=steps, pct_start=t["scheduler_warmup"],
+        cycle_momentum=t["optimizer"] in ("sgd", "rmsprop") and t["momentum"] > 0),
+    "cosine": lambda o, t, steps: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps),
+    "plateau": lambda o, t, steps: torch.optim.lr_scheduler.ReduceLROnPlateau(
         o, mode="min", factor=t["scheduler_factor"], patience=t["scheduler_patience"], eps=0.0),
-    "step": lambda o, t: torch.optim.lr_scheduler.StepLR(
+    "step": lambda o, t, steps: torch.optim.lr_scheduler.StepLR(
         o, step_size=t["scheduler_step_size"], gamma=t["scheduler_factor"]),
-    "exponential": lambda o, t: torch.optim.lr_scheduler.ExponentialLR(o, gamma=t["scheduler_factor"]),
-    "none": lambda o, t: None,
+    "exponential": lambda o, t, steps: torch.optim.lr_scheduler.ExponentialLR(o, gamma=t["scheduler_factor"]),
+    "none": lambda o, t, steps: None,
 }
+PER_BATCH = ("onecycle", "cosine")
 
 
 def make_optimizer(model, train_params, weight_decay):
@@ -50,13 +64,15 @@ def fit(model, optimizer, scheduler, train_xy, val_xy, train_params, generator,
         name="model", on_epoch=lambda record: None):
     """Train until train.epochs or early stop; return (best state, best epoch, history)."""
     best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
+    per_batch = scheduler if train_params["scheduler"] in PER_BATCH else None
     bar = tqdm(range(1, train_params["epochs"] + 1), desc=f"train {name}", unit="epoch",
                disable=None)  # None: a bar on a terminal, nothing in a log file
     for epoch in bar:
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_acc = train_one_epoch(model, optimizer, *train_xy, train_params["batch_size"],
-                                                generator, train_params["hflip"], train_params["shift"])
+                                                generator, train_params["hflip"], train_params["shift"],
+                                                per_batch)
         val_loss, val_acc = loss_and_accuracy(predict(model, val_xy[0], 1024), val_xy[1])
         record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
                   "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - start}
@@ -75,7 +91,7 @@ def fit(model, optimizer, scheduler, train_xy, val_xy, train_params, generator,
             bar.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
             scheduler.step(val_loss)
-        elif scheduler is not None:
+        elif scheduler is not None and per_batch is None:
             scheduler.step()
         if epoch - best_epoch >= train_params["early_stopping_patience"]:
             print(f"{name}: early stop after epoch {epoch}, best epoch {best_epoch}", flush=True)
@@ -83,23 +99,15 @@ def fit(model, optimizer, scheduler, train_xy, val_xy, train_params, generator,
     return best_state, best_epoch, history
 
 
-def log_training(run, name, split_dir, data, dataset, history, best_epoch):
-    """Mirror a finished training into MLflow: its inputs, its curves, its history."""
-    from pipeline.report import curves_figure
+def train_seed(params, name, split_dir, seed, parent_run_id=None):
+    """Build and train one variant with one seed; return (checkpoint dict, history).
 
-    for split, (images, labels) in data.items():
-        run.log_dataset(split_dir, split, images, labels, dataset)
-    results = {name: {"history": history, "metrics": {"best_epoch": best_epoch}}}
-    for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
-        run.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
-    run.log_dict(history, "history.json")
-
-
-def train_variant(params, name, split_dir, params_path="params.yaml"):
-    """Build, train and return (checkpoint dict, history) for one variant."""
+    MLflow gets the model of the first seed only: logging one takes ~3.4 s here,
+    and every seed's checkpoint is a DVC output anyway.
+    """
     variant, model_params, train_params = variant_params(params, name), params["model"], params["train"]
     device = setup_torch(train_params["threads"])
-    seed_everything(params["seed"])
+    torch.manual_seed(seed)  # the initial weights (and dropout masks)
     train_images, train_labels = load_split(split_dir, "train")
     val_images, val_labels = load_split(split_dir, "val")
     mean, std = normalisation(train_images)
@@ -108,39 +116,92 @@ def train_variant(params, name, split_dir, params_path="params.yaml"):
     model = build_model(variant, model_params).to(device, memory_format=torch.channels_last)
     weight_decay = model_params["weight_decay"] if variant["weight_decay"] else 0.0
     optimizer = make_optimizer(model, train_params, weight_decay)
-    scheduler = SCHEDULERS[train_params["scheduler"]](optimizer, train_params)
-    generator = torch.Generator().manual_seed(params["seed"])
-    with tracking.stage_run(params, name, "train", params_path) as run:
+    steps = train_params["epochs"] * math.ceil(len(train_labels) / train_params["batch_size"])
+    scheduler = SCHEDULERS[train_params["scheduler"]](optimizer, train_params, steps)
+    generator = torch.Generator().manual_seed(seed)  # data order and augmentation
+    label = f"{name}/seed{seed}"
+    with tracking.seed_run(params, name, seed, parent_run_id) as run:
+        if run.mlflow:
+            for split, (images, labels) in {"train": (train_images, train_labels),
+                                            "val": (val_images, val_labels)}.items():
+                run.log_dataset(split_dir, split, images, labels, params["data"]["dataset"])
         best_state, best_epoch, history = fit(model, optimizer, scheduler, train_xy, val_xy, train_params,
-                                              generator, name, on_epoch=run.log_epoch)
+                                              generator, label, on_epoch=run.log_epoch)
         checkpoint = {
-            "variant": name, "variant_params": variant, "model_params": model_params,
+            "variant": name, "seed": seed, "variant_params": variant, "model_params": model_params,
             "state_dict": best_state, "normalisation": [mean, std], "best_epoch": best_epoch,
             "epochs_run": len(history), "parameters": count_parameters(model),
-            "mlflow_run_id": run.run_id,
+            "mlflow_run_id": run.run_id, "mlflow_parent_run_id": parent_run_id,
         }
-        model.load_state_dict(best_state)
-        if run.mlflow:
-            log_training(run, name, split_dir, {"train": (train_images, train_labels),
-                                                "val": (val_images, val_labels)},
-                         params["data"]["dataset"], history, best_epoch)
+        if seed == train_params["seeds"][0]:
+            model.load_state_dict(best_state)
             run.log_model(model, val_xy[0][:2])
     return checkpoint, history
 
 
+def _seed_job(params, name, split_dir, seed, parent_run_id, out_dir):
+    """A worker's job: train one seed, write its checkpoint, return its history."""
+    checkpoint, history = train_seed(params, name, split_dir, seed, parent_run_id)
+    save_torch(Path(out_dir) / f"seed{seed}.pt", checkpoint)
+    return history
+
+
+def wide_history(histories):
+    """{seed: [records]} -> one record per epoch: the mean over the seeds that ran it, and each seed's value."""
+    last = max(len(h) for h in histories.values())
+    rows = []
+    for i in range(last):
+        records = {seed: h[i] for seed, h in histories.items() if i < len(h)}
+        row = {"epoch": i + 1}
+        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
+            row[key] = sum(r[key] for r in records.values()) / len(records)
+        for seed, record in records.items():
+            row.update({f"{key}_seed{seed}": record[key]
+                        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")})
+        rows.append(row)
+    return rows
+
+
+def train_variant(params, name, split_dir, models_dir, params_path="params.yaml"):
+    """Train every seed of one variant into models_dir (whole or not at all); return {seed: history}."""
+    seeds, workers = params["train"]["seeds"], min(params["train"]["workers"], len(params["train"]["seeds"]))
+    with tracking.variant_run(params, name, "train", params_path) as run, atomic_path(models_dir) as tmp:
+        tmp.unlink()
+        tmp.mkdir()
+        jobs = [(params, name, str(split_dir), seed, run.run_id, str(tmp)) for seed in seeds]
+        if workers == 1:
+            histories = dict(zip(seeds, (_seed_job(*job) for job in jobs)))
+        else:
+            # spawn, not fork: a forked child inherits torch's thread pools mid-state.
+            # numba sizes its pool from the environment at import: one pool of all
+            # cores per worker made two workers 2.5x slower here (threads spinning).
+            os.environ["NUMBA_NUM_THREADS"] = str(params["train"]["threads"])
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+                futures = [pool.submit(_seed_job, *job) for job in jobs]
+                try:
+                    histories = dict(zip(seeds, (f.result() for f in futures)))
+                except BaseException:
+                    for future in futures:
+                        future.cancel()
+                    raise
+        if run.mlflow:
+            run.log_dict(wide_history(histories), "history.json")
+    return histories
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--variant", required=True)
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    parser.add_argument("--variant", required=True, help="a name under variants: in the params file")
     parser.add_argument("--split", required=True, help="folder written by stage split")
-    parser.add_argument("--model", required=True, help="checkpoint to write")
-    parser.add_argument("--history", required=True, help="per-epoch JSON to write")
+    parser.add_argument("--models", required=True, help="folder to write seed<k>.pt checkpoints to")
+    parser.add_argument("--history", required=True, help="per-epoch JSON to write (mean and each seed)")
     args = parser.parse_args()
     params = load_params(args.params)
     variant_params(params, args.variant)  # fail on an unknown variant before loading data
-    checkpoint, history = train_variant(params, args.variant, args.split, args.params)
-    save_torch(args.model, checkpoint)
-    write_json(args.history, history)
+    histories = train_variant(params, args.variant, args.split, args.models, args.params)
+    write_json(args.history, wide_history(histories))
 
 
 if __name__ == "__main__":

@@ -93,8 +93,8 @@ def shrunk_params(source, **overrides):
     params["data"]["sources"]["FashionMNIST"] = [str(source)]
     params["data"]["verify_checksums"] = False  # synthetic files have no pinned sums
     params["data"]["val_size"] = 100
-    params["train"].update(epochs=2, batch_size=64, threads=1)
-    params["evaluate"]["latency_repeats"] = 2
+    params["train"].update(epochs=2, batch_size=64, seeds=[0, 1], workers=1, threads=1)
+    params["evaluate"].update(latency_repeats=2, threads=1)
     for dotted, value in overrides.items():
         *path, last = dotted.split(".")
         node = params

@@ -8,10 +8,11 @@ from pipeline.errors import PipelineError
 def row(name, dropout, seed, val, test, state=None, rev=None):
     """One row as dvc.api.exp_show gives it (values as DVC reports them)."""
     return {"Experiment": name, "rev": rev or (name or "HEAD")[:7], "typ": "branch_commit", "State": state,
-            "seed": float(seed), "model.dropout": dropout, "model.activation": "relu",
+            "train.seeds": f"[{seed}]", "model.dropout": dropout, "model.activation": "relu",
             "tracking.experiment": "x", "data/split": "abc.dir",
-            "metrics/dropout.json:val_acc": val, "metrics/dropout.json:test_acc": test,
-            "metrics/vanilla.json:val_acc": 0.5, "metrics/vanilla.json:test_acc": 0.5}
+            f"metrics/dropout.json:val_acc_seed{seed}": val, f"metrics/dropout.json:test_acc_seed{seed}": test,
+            "metrics/dropout.json:test_acc_mean": test,  # not a per-seed column: not read
+            f"metrics/vanilla.json:val_acc_seed{seed}": 0.5, f"metrics/vanilla.json:test_acc_seed{seed}": 0.5}
 
 
 ROWS = [
@@ -21,6 +22,14 @@ ROWS = [
     row("high", 0.5, 0, 0.925, 0.99),                                     # best test: not chosen
     row("queued", 0.7, 0, float("nan"), None, state="Queued"),
 ]
+
+
+def test_seeds_of_one_experiment_are_pooled_with_other_experiments():
+    two = {**row("two", 0.9, 0, 0.80, 0.70), "metrics/dropout.json:val_acc_seed1": 0.82,
+           "metrics/dropout.json:test_acc_seed1": 0.72, "train.seeds": "[0, 1]"}
+    ranked, _ = rank([two, row("one", 0.9, 5, 0.84, 0.74)], variant="dropout")
+    assert len(ranked) == 1 and ranked[0]["seeds"] == 3
+    assert ranked[0]["val_acc"] == pytest.approx(0.82) and ranked[0]["test_acc"] == pytest.approx(0.72)
 
 
 def test_ranks_by_mean_val_accuracy_not_test():

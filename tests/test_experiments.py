@@ -72,10 +72,11 @@ def test_queued_grid_and_a_bad_value(project):
     for r in queued_runs:
         by_exp.setdefault(r.data.tags["dvc_exp_name"], []).append(r.info.run_name)
     assert {n: sorted(v) for n, v in by_exp.items() if n in names} == {
-        n: ["evaluate@dropout", "train@dropout"] for n in names}
+        n: ["train@dropout", "train@dropout/seed0", "train@dropout/seed1"] for n in names}
     for r in queued_runs:
         assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
-        assert (repo / "mlruns" / r.info.artifact_uri.split("/mlruns/", 1)[1] / "params.yaml").is_file()
+        if "/seed" not in r.info.run_name:  # the variant's parent run keeps the params file
+            assert (repo / "mlruns" / r.info.artifact_uri.split("/mlruns/", 1)[1] / "params.yaml").is_file()
 
     # the compare command ranks the four configurations
     import dvc.api
@@ -101,5 +102,6 @@ def test_retraining_gives_bit_identical_metrics(project):
     run(["dvc", "repro", "--force", "--single-item", "train@vanilla", "evaluate@vanilla"], repo, env)
     after = json.loads((repo / "metrics/vanilla.json").read_text())
     timing = {"latency_ms_per_batch", "seconds_per_epoch"}
+    assert before["seeds"] == 2 and "test_acc_seed1" in before
     assert {k: v for k, v in after.items() if k not in timing} == \
            {k: v for k, v in before.items() if k not in timing}

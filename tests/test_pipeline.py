@@ -1,9 +1,11 @@
 """The real `dvc repro` and `dvc exp run` in a temp git repo, on synthetic IDX files."""
 import json
 import re
+import statistics
 
 import pytest
 import torch
+from scipy import stats as scipy_stats
 
 from conftest import make_project, run, serve_folder, shrunk_params, write_idx_folder
 
@@ -21,7 +23,7 @@ def reproduced(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("pipeline")
     write_idx_folder(tmp / "mirror")
     with serve_folder(tmp / "mirror") as url:
-        params = shrunk_params(tmp / "mirror")
+        params = shrunk_params(tmp / "mirror", **{"train.workers": 2})  # the real process pool
         params["data"]["sources"]["FashionMNIST"] = [str(tmp / "absent"), url]
         repo, env = make_project(tmp, params)
         result = run(["dvc", "repro"], repo, env)
@@ -34,17 +36,30 @@ def test_repro_writes_every_output(reproduced):
         blob = torch.load(repo / f"data/split/{split}.pt", weights_only=True)
         assert blob["images"].shape == (size, 28, 28) and blob["images"].dtype == torch.uint8
     for name in VARIANTS:
-        assert (repo / f"data/models/{name}.pt").is_file()
+        assert sorted(p.name for p in (repo / f"data/models/{name}").iterdir()) == ["seed0.pt", "seed1.pt"]
         metrics = json.loads((repo / f"metrics/{name}.json").read_text())
-        assert set(metrics) >= {"test_acc", "test_loss", "train_acc", "val_acc", "parameters",
-                                "latency_ms_per_batch", "best_epoch", "seconds_per_epoch"}
-        assert metrics["test_acc"] > 0.2, "one epoch on the synthetic blocks beats chance (0.1)"
+        assert metrics["seeds"] == 2
+        for key in ("test_acc", "val_acc", "test_loss", "val_loss", "train_acc"):
+            seeds = [metrics[f"{key}_seed0"], metrics[f"{key}_seed1"]]
+            assert metrics[f"{key}_mean"] == pytest.approx(statistics.mean(seeds))
+            assert metrics[f"{key}_std"] == pytest.approx(statistics.stdev(seeds))
+            if metrics[f"{key}_std"] > 0:  # the interval: scipy's t with n - 1 = 1 degree of freedom
+                low, high = scipy_stats.t.interval(0.95, 1, loc=statistics.mean(seeds),
+                                                   scale=statistics.stdev(seeds) / 2 ** 0.5)
+                assert (metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"]) == pytest.approx((low, high))
+        assert set(metrics) >= {"parameters", "latency_ms_per_batch", "best_epoch_seed0", "seconds_per_epoch"}
+        assert metrics["test_acc_mean"] > 0.2, "two epochs on the synthetic blocks beat chance (0.1)"
         history = json.loads((repo / f"plots/history/{name}.json").read_text())
         assert [h["epoch"] for h in history] == [1, 2]
-        assert len(json.loads((repo / f"plots/confusion/{name}.json").read_text())) == 200
+        assert history[1]["val_acc"] == pytest.approx((history[1]["val_acc_seed0"] + history[1]["val_acc_seed1"]) / 2)
+        confusion = json.loads((repo / f"plots/confusion/{name}.json").read_text())
+        assert len(confusion) == 2 * 200 and {r["seed"] for r in confusion} == {0, 1}
         assert len(json.loads((repo / f"plots/per_class/{name}.json").read_text())) == 10
     report = (repo / "report.md").read_text()
-    assert all(f"| {name} |" in report for name in VARIANTS)
+    assert all(re.search(rf"^\| {name} +\| ", report, re.M) for name in VARIANTS)
+    for name in set(VARIANTS) - {"vanilla"}:
+        assert re.search(rf"^- {name} − vanilla: [+-]\d+\.\d\d pt \[.*\], p = .* \(Welch\), Holm-adjusted p = ",
+                         report, re.M), report
     assert sorted(p.name for p in (repo / "plots/figures").iterdir()) == [
         "accuracy_curves.png", "loss_curves.png", "test_accuracy.png", "val_accuracy.png"]
 
@@ -74,7 +89,7 @@ def test_changing_dropout_reruns_only_the_dropout_variant(reproduced):
     assert set(diff) == {"metrics/dropout.json"}
 
 
-def test_mlflow_mirrors_every_train_and_evaluate(reproduced):
+def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
     import mlflow
     import mlflow.pytorch
 
@@ -84,32 +99,36 @@ def test_mlflow_mirrors_every_train_and_evaluate(reproduced):
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lenet5-variants")
     assert experiment.artifact_location == (repo / "mlruns").as_uri()
+    assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
     by_name = {r.info.run_name: r for r in reversed(runs)}  # newest first: keep the newest per name
-    assert sorted(by_name) == sorted(f"{s}@{v}" for s in ("train", "evaluate") for v in VARIANTS)
+    assert sorted(by_name) == sorted(f"train@{v}{s}" for v in VARIANTS for s in ("", "/seed0", "/seed1"))
     for name in VARIANTS:
-        train, evaluate = by_name[f"train@{name}"], by_name[f"evaluate@{name}"]
+        parent = by_name[f"train@{name}"]
         metrics = json.loads((repo / f"metrics/{name}.json").read_text())
-        assert evaluate.data.tags["mlflow.parentRunId"] == train.info.run_id
-        assert train.data.tags["dvc_stage"] == f"train@{name}"
-        assert re.fullmatch(r"[0-9a-f]{40}", train.data.tags["git_commit"])
-        assert train.data.params["variant.arch"] == ("mlp" if name == "mlp" else "lenet5")
-        assert train.data.params["train.epochs"] == "2"
-        history = client.get_metric_history(train.info.run_id, "val_acc")
-        assert [m.step for m in history] == list(range(1, metrics["epochs_run"] + 1))
-        assert evaluate.data.metrics["test_acc"] == pytest.approx(metrics["test_acc"])
-        assert {i.dataset.name for i in train.inputs.dataset_inputs} == {"FashionMNIST-train", "FashionMNIST-val"}
-        train_files = {a.path for a in client.list_artifacts(train.info.run_id)}
-        assert {"params.yaml", "history.json", "acc_curves.png", "loss_curves.png"} <= train_files
-        eval_files = {a.path for a in client.list_artifacts(evaluate.info.run_id)}
-        assert {"params.yaml", f"{name}.json", "confusion_matrix.png"} <= eval_files
-    # the logged model, loaded back, scores what DVC recorded, in batches of 8
-    checkpoint = torch.load(repo / "data/models/dropout.pt", weights_only=True)
+        assert parent.data.tags["dvc_stage"] == f"train@{name}"
+        assert re.fullmatch(r"[0-9a-f]{40}", parent.data.tags["git_commit"])
+        assert parent.data.params["variant.arch"] == ("mlp" if name == "mlp" else "lenet5")
+        assert parent.data.metrics["test_acc_mean"] == pytest.approx(metrics["test_acc_mean"])
+        assert parent.data.metrics["test_acc_ci_high"] == pytest.approx(metrics["test_acc_ci_high"])
+        assert {"params.yaml", "history.json", f"{name}.json", "confusion_matrix.png", "acc_curves.png"} <= {
+            a.path for a in client.list_artifacts(parent.info.run_id)}
+        for seed in (0, 1):
+            child = by_name[f"train@{name}/seed{seed}"]
+            assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+            assert child.data.params["seed"] == str(seed) and child.data.params["train.epochs"] == "2"
+            assert child.data.metrics["test_acc"] == pytest.approx(metrics[f"test_acc_seed{seed}"])
+            history = client.get_metric_history(child.info.run_id, "val_acc")
+            assert [m.step for m in history] == list(range(1, metrics[f"epochs_run_seed{seed}"] + 1))
+            assert {i.dataset.name for i in child.inputs.dataset_inputs} == {"FashionMNIST-train",
+                                                                            "FashionMNIST-val"}
+    # the first seed's logged model, loaded back, scores what DVC recorded, in batches of 8
+    checkpoint = torch.load(repo / "data/models/dropout/seed0.pt", weights_only=True)
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    model = mlflow.pytorch.load_model(f"runs:/{by_name['train@dropout'].info.run_id}/model")
+    model = mlflow.pytorch.load_model(f"runs:/{by_name['train@dropout/seed0'].info.run_id}/model")
     images, labels = load_split(repo / "data/split", "test")
     x = to_model_input(images, *checkpoint["normalisation"], "cpu")
     with torch.no_grad():
         predicted = torch.cat([model(batch).argmax(1) for batch in x.split(8)])
-    test_acc = json.loads((repo / "metrics/dropout.json").read_text())["test_acc"]
+    test_acc = json.loads((repo / "metrics/dropout.json").read_text())["test_acc_seed0"]
     assert (predicted == labels).float().mean().item() == pytest.approx(test_acc)

@@ -32,7 +32,7 @@ def write_params(tmp_path, **overrides):
 
 def train_cmd(params, split_dir, tmp_path, variant="mlp"):
     return [sys.executable, "-m", "pipeline.train", "--params", str(params), "--variant", variant,
-            "--split", str(split_dir), "--model", str(tmp_path / "model.pt"),
+            "--split", str(split_dir), "--models", str(tmp_path / "models"),
             "--history", str(tmp_path / "history.json")]
 
 
@@ -41,11 +41,13 @@ def test_a_failing_stage_leaves_a_failed_run_not_a_running_one(split_dir, tmp_pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     params_path = write_params(tmp_path, **{"train.lr": 1.0e+12})
     with pytest.raises(PipelineError, match="diverged"):
-        train_variant(validate(yaml.safe_load(params_path.read_text())), "vanilla", split_dir, params_path)
+        train_variant(validate(yaml.safe_load(params_path.read_text())), "vanilla", split_dir,
+                      tmp_path / "models", params_path)
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["lenet5-variants"])
-    assert runs["status"].tolist() == ["FAILED"]
-    assert runs["tags.mlflow.runName"].tolist() == ["train@vanilla"]
+    assert sorted(zip(runs["tags.mlflow.runName"], runs["status"])) == [
+        ("train@vanilla", "FAILED"), ("train@vanilla/seed0", "FAILED")]
+    assert not (tmp_path / "models").exists()
 
 
 def test_unreachable_store_is_one_clear_line(split_dir, tmp_path):
@@ -56,7 +58,7 @@ def test_unreachable_store_is_one_clear_line(split_dir, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: MLflow store {uri} cannot be used")
-    assert not (tmp_path / "model.pt").exists()
+    assert not (tmp_path / "models").exists()
 
 
 def test_tracking_disabled_needs_no_store(split_dir, tmp_path):
@@ -64,7 +66,7 @@ def test_tracking_disabled_needs_no_store(split_dir, tmp_path):
     params = write_params(tmp_path, **{"tracking.enabled": False})
     subprocess.run(train_cmd(params, split_dir, tmp_path), cwd=ROOT, env=env, check=True,
                    capture_output=True, timeout=120)
-    assert (tmp_path / "model.pt").is_file()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
 
 
 @pytest.fixture
@@ -114,9 +116,14 @@ def test_a_stage_logs_to_a_live_server(mlflow_server, split_dir, tmp_path):
         experiment_id = json.loads(response.read())["experiment"]["experiment_id"]
     found = rest(mlflow_server, "/api/2.0/mlflow/runs/search",
                  {"experiment_ids": [experiment_id], "filter": "tags.variant = 'mlp'"})["runs"]
-    assert len(found) == 1
-    run = found[0]
-    assert run["info"]["status"] == "FINISHED" and run["info"]["run_name"] == "train@mlp"
-    params = {p["key"]: p["value"] for p in run["data"]["params"]}
-    assert params["variant.arch"] == "mlp" and params["train.epochs"] == "2"
-    assert {m["key"] for m in run["data"]["metrics"]} >= {"val_acc", "train_loss", "lr"}
+    by_name = {r["info"]["run_name"]: r for r in found}
+    assert sorted(by_name) == ["train@mlp", "train@mlp/seed0", "train@mlp/seed1"]
+    parent = by_name["train@mlp"]
+    for name in ("train@mlp/seed0", "train@mlp/seed1"):
+        run = by_name[name]
+        assert run["info"]["status"] == "FINISHED"
+        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+        assert tags["mlflow.parentRunId"] == parent["info"]["run_id"]
+        params = {p["key"]: p["value"] for p in run["data"]["params"]}
+        assert params["variant.arch"] == "mlp" and params["train.epochs"] == "2"
+        assert {m["key"] for m in run["data"]["metrics"]} >= {"val_acc", "train_loss", "lr"}

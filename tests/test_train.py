@@ -6,9 +6,8 @@ from conftest import shrunk_params, synthetic_images
 from pipeline.engine import random_shift
 from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate_variant
-from pipeline.models import build_model
 from pipeline.params import validate
-from pipeline.train import train_variant
+from pipeline.train import SCHEDULERS, train_seed, train_variant, wide_history
 
 
 def test_random_shift_equals_torch_roll_per_image():
@@ -26,24 +25,39 @@ def tiny_params(**overrides):
     return validate(params)
 
 
-def test_training_learns_and_keeps_the_best_val_loss_epoch(split_dir):
+def test_training_learns_and_keeps_the_best_val_loss_epoch_of_every_seed(split_dir, tmp_path):
     params = tiny_params(**{"train.epochs": 3, "train.hflip": True, "train.shift": 2})
-    checkpoint, history = train_variant(params, "batchnorm", split_dir)
-    assert [h["epoch"] for h in history] == [1, 2, 3]
-    best = min(history, key=lambda h: h["val_loss"])
-    assert checkpoint["best_epoch"] == best["epoch"]
-    model = build_model(checkpoint["variant_params"], checkpoint["model_params"])
-    model.load_state_dict(checkpoint["state_dict"])
-    metrics, confusion, per_class = evaluate_variant(checkpoint, model, split_dir, history, 64, 2, "cpu")
-    assert metrics["val_loss"] == pytest.approx(best["val_loss"], rel=1e-5)
-    assert metrics["test_acc"] > 0.3 and len(confusion) == 200 and len(per_class) == 10
+    histories = train_variant(params, "batchnorm", split_dir, tmp_path / "models")
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
+    history = wide_history(histories)
+    metrics, confusion, per_class, counts = evaluate_variant(tmp_path / "models", split_dir, history, 64, 2,
+                                                             0.95, "cpu")
+    for seed in (0, 1):
+        best = min(histories[seed], key=lambda h: h["val_loss"])
+        assert metrics[f"best_epoch_seed{seed}"] == best["epoch"]
+        assert metrics[f"val_loss_seed{seed}"] == pytest.approx(best["val_loss"], rel=1e-5)
+    assert metrics["seeds"] == 2 and metrics["test_acc_mean"] > 0.3
+    assert metrics["test_acc_ci_low"] < metrics["test_acc_mean"] < metrics["test_acc_ci_high"]
+    assert len(confusion) == 2 * 200 and int(counts.sum()) == 2 * 200 and len(per_class) == 10
+    # the counts, by bincount, against a count of the records by hand
+    first = [(r["actual"], r["predicted"]) for r in confusion]
+    assert int(counts.trace()) == sum(a == p for a, p in first)
+
+
+def test_wide_history_has_the_mean_and_every_seed():
+    histories = {0: [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 2.0, "val_acc": 0.4,
+                      "lr": 0.1, "seconds": 1.0}],
+                 3: [{"epoch": 1, "train_loss": 3.0, "train_acc": 0.7, "val_loss": 4.0, "val_acc": 0.6,
+                      "lr": 0.1, "seconds": 3.0}]}
+    (row,) = wide_history(histories)
+    assert row["val_acc"] == pytest.approx(0.5) and row["val_acc_seed3"] == 0.6 and row["seconds"] == 2.0
 
 
 def test_early_stopping_and_lr_on_plateau(split_dir):
     # an lr too small to move any float32 weight: the val loss never improves after epoch 1
     params = tiny_params(**{"train.epochs": 20, "train.lr": 1e-12, "train.early_stopping_patience": 3,
-                            "train.scheduler_patience": 0})
-    checkpoint, history = train_variant(params, "vanilla", split_dir)
+                            "train.scheduler": "plateau", "train.scheduler_patience": 0})
+    checkpoint, history = train_seed(params, "vanilla", split_dir, seed=0)
     assert checkpoint["best_epoch"] == 1 and len(history) == 4
     # epoch 1 sets the best; each later epoch is a plateau that halves the next lr
     assert [h["lr"] for h in history] == [1e-12, 1e-12, 5e-13, 2.5e-13]
@@ -55,22 +69,51 @@ def test_early_stopping_and_lr_on_plateau(split_dir):
 def test_fixed_lr_schedules(split_dir, scheduler, lrs):
     params = tiny_params(**{"train.epochs": 4, "train.lr": 0.1, "train.scheduler": scheduler,
                             "train.scheduler_step_size": 2, "train.early_stopping_patience": 10})
-    _, history = train_variant(params, "mlp", split_dir)
+    _, history = train_seed(params, "mlp", split_dir, seed=0)
     assert [h["lr"] for h in history] == pytest.approx(lrs)
 
 
+@pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
+def test_per_batch_schedules_follow_torch_and_end_near_zero(split_dir, scheduler):
+    params = tiny_params(**{"train.epochs": 3, "train.lr": 0.1, "train.scheduler": scheduler})
+    _, history = train_seed(params, "mlp", split_dir, seed=0)
+    # the oracle: torch's own scheduler stepped once per batch (500 images / 64 = 8 batches an epoch)
+    optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
+    oracle = SCHEDULERS[scheduler](optimizer, params["train"], 3 * 8)
+    expected = []
+    for _ in range(3):
+        expected.append(optimizer.param_groups[0]["lr"])
+        for _ in range(8):
+            optimizer.step()
+            oracle.step()
+    assert [h["lr"] for h in history] == pytest.approx(expected)
+    assert optimizer.param_groups[0]["lr"] < 0.01 * 0.1  # annealed to ~0 by the last batch
+
+
 def test_diverging_loss_is_a_clear_error(split_dir):
-    with pytest.raises(PipelineError, match=r"vanilla: the loss diverged .* lower train.lr \(now 1000000000000.0\)"):
-        train_variant(tiny_params(**{"train.lr": 1.0e+12}), "vanilla", split_dir)
+    with pytest.raises(PipelineError, match=r"vanilla/seed0: the loss diverged .* lower train.lr \(now 1000000000000.0\)"):
+        train_seed(tiny_params(**{"train.lr": 1.0e+12}), "vanilla", split_dir, seed=0)
 
 
 def test_same_seed_gives_identical_weights_and_metrics(split_dir):
     params = tiny_params(**{"train.hflip": True, "train.shift": 1})
-    runs = [train_variant(params, "dropout", split_dir) for _ in range(2)]
+    runs = [train_seed(params, "dropout", split_dir, seed=0) for _ in range(2)]
     (a, history_a), (b, history_b) = runs
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     drop_time = [{k: v for k, v in h.items() if k != "seconds"} for h in history_a], \
                 [{k: v for k, v in h.items() if k != "seconds"} for h in history_b]
     assert drop_time[0] == drop_time[1]
-    other, _ = train_variant(validate({**params, "seed": 1}), "dropout", split_dir)
+    other, _ = train_seed(params, "dropout", split_dir, seed=1)
     assert not torch.equal(other["state_dict"]["0.weight"], a["state_dict"]["0.weight"])
+
+
+def test_two_worker_processes_give_the_same_checkpoints_as_one(split_dir, tmp_path):
+    """A seed's result depends on its seed and thread count, not on which worker ran it."""
+    params = tiny_params()
+    train_variant(params, "vanilla", split_dir, tmp_path / "one")
+    train_variant(validate({**params, "train": {**params["train"], "workers": 2}}), "vanilla", split_dir,
+                  tmp_path / "two")
+    for seed in (0, 1):
+        one = torch.load(tmp_path / "one" / f"seed{seed}.pt", weights_only=True)["state_dict"]
+        two = torch.load(tmp_path / "two" / f"seed{seed}.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(one[k], two[k]) for k in one)

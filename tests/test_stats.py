@@ -1,0 +1,110 @@
+"""Statistics over seeds against hand-computed values, and the report's words built from them."""
+import math
+import re
+from pathlib import Path
+
+import pytest
+from scipy import stats as scipy_stats
+
+from pipeline.evaluate import aggregate
+from pipeline.report import comparisons, report_text, still_improving
+from pipeline.stats import holm, summary, verdict, welch
+
+
+def test_summary_by_hand():
+    s = summary([0.90, 0.91, 0.92], 0.95)
+    # mean 0.91, sample std 0.01; t(0.975, df=2) = 4.3027 from any t-table
+    assert s["n"] == 3 and s["mean"] == pytest.approx(0.91) and s["std"] == pytest.approx(0.01)
+    half = 4.302652729911275 * 0.01 / math.sqrt(3)
+    assert (s["ci_low"], s["ci_high"]) == pytest.approx((0.91 - half, 0.91 + half))
+
+
+def test_summary_of_one_seed_has_no_spread_and_equal_seeds_a_point():
+    assert summary([0.9], 0.95) == {"n": 1, "mean": 0.9, "std": None, "ci_low": None, "ci_high": None}
+    same = summary([0.9, 0.9], 0.95)
+    assert same["std"] == 0.0 and same["ci_low"] == same["ci_high"] == pytest.approx(0.9)
+
+
+def test_welch_by_hand():
+    a, b = [0.92, 0.93, 0.925], [0.90, 0.91, 0.905]
+    # both variances 2.5e-5: se = sqrt(2 * 2.5e-5 / 3), Welch-Satterthwaite df = 4 exactly
+    se = math.sqrt(2 * 2.5e-5 / 3)
+    t = 0.02 / se
+    w = welch(a, b, 0.95)
+    assert w["diff"] == pytest.approx(0.02)
+    assert w["p"] == pytest.approx(2 * scipy_stats.t.sf(t, 4))
+    assert w["p"] == pytest.approx(0.00805, abs=1e-5)
+    assert (w["ci_low"], w["ci_high"]) == pytest.approx((0.02 - 2.776445105 * se, 0.02 + 2.776445105 * se))
+
+
+def test_welch_undefined_without_two_seeds_or_spread():
+    assert welch([0.9], [0.8, 0.81], 0.95)["p"] is None
+    assert welch([0.9, 0.9], [0.8, 0.8], 0.95) == {"diff": pytest.approx(0.1), "ci_low": None,
+                                                   "ci_high": None, "p": None}
+
+
+@pytest.mark.parametrize("pvalues, adjusted", [
+    ([0.01, 0.04, None, 0.03], [0.03, 0.06, None, 0.06]),  # 3 x 0.01; 2 x 0.03; max(0.06, 1 x 0.04)
+    ([0.5, 0.001, 0.02], [0.5, 0.003, 0.04]),
+    ([0.6, 0.7], [1.0, 1.0]),                                # capped at 1
+    ([], []),
+])
+def test_holm_by_hand(pvalues, adjusted):
+    assert holm(pvalues) == pytest.approx(adjusted) if adjusted else holm(pvalues) == []
+
+
+def test_verdicts():
+    assert verdict(0.01, 0.001, 0.05) == "better"
+    assert verdict(-0.01, 0.001, 0.05) == "worse"
+    assert verdict(0.01, 0.2, 0.05) == "not distinguishable from seed noise"
+    assert verdict(0.01, None, 0.05).startswith("no test")
+
+
+def results_from(accuracies, epochs=3):
+    """{variant: {metrics, history}} as evaluate and train write them, from {variant: [test acc per seed]}."""
+    results = {}
+    for name, accs in accuracies.items():
+        per_seed = {seed: {"test_acc": acc, "val_acc": acc, "train_acc": acc, "test_loss": 1 - acc,
+                           "val_loss": 1 - acc, "train_loss": 1 - acc, "best_epoch": epochs, "epochs_run": epochs}
+                    for seed, acc in enumerate(accs)}
+        metrics = {**aggregate(per_seed, 0.95), "parameters": 1000, "seconds_per_epoch": 1.0}
+        history = [{"epoch": e, **{f"{k}_seed{s}": 1.0 / e for s in per_seed for k in ("val_loss", "train_loss")},
+                    **{f"{k}_seed{s}": 0.5 for s in per_seed for k in ("val_acc", "train_acc")},
+                    "val_loss": 1.0 / e, "train_loss": 1.0 / e, "val_acc": 0.5, "train_acc": 0.5}
+                   for e in range(1, epochs + 1)]
+        results[name] = {"metrics": metrics, "history": history}
+    return results
+
+
+def test_report_words_match_the_intervals():
+    results = results_from({"vanilla": [0.90, 0.91, 0.905], "batchnorm": [0.92, 0.93, 0.925],
+                            "dropout": [0.90, 0.915, 0.905]})
+    compared = comparisons(results, "vanilla", 0.95)
+    assert compared.loc["batchnorm", "verdict"] == "better"
+    assert compared.loc["batchnorm", "p_holm"] == pytest.approx(2 * compared.loc["batchnorm", "p"])
+    assert compared.loc["dropout", "verdict"] == "not distinguishable from seed noise"
+    for name, row in compared.iterrows():  # better/worse only where the interval excludes 0
+        if row["verdict"] in ("better", "worse"):
+            assert row["ci_low"] > 0 or row["ci_high"] < 0
+    text = report_text(results, "vanilla", 0.95, 0.005, Path("plots"), ["test_accuracy"])
+    assert "- batchnorm − vanilla: +2.00 pt [+0.87, +3.13], p = 0.00805 (Welch), Holm-adjusted p = 0.0161: " \
+           "**better**" in text
+    assert "| batchnorm | 1,000 | 3 | 92.50% ± 0.50 [91.26, 93.74] |" in re.sub(" +", " ", text)
+    assert "nan" not in text.lower()
+
+
+def test_one_seed_gets_a_note_not_nan():
+    results = results_from({"vanilla": [0.90], "batchnorm": [0.92]})
+    text = report_text(results, "vanilla", 0.95, 0.005, Path("plots"), [])
+    assert "Note: vanilla, batchnorm had one seed: no spread, so no interval and no test" in text
+    assert "batchnorm − vanilla: +2.00 pt, no test (needs 2+ seeds with spread)" in text
+    assert "| vanilla | 1,000 | 1 | 90.00% | 90.00% | baseline | 3 | 1.00 |" in re.sub(" +", " ", text)
+    assert "nan" not in text.lower()
+
+
+def test_still_improving_flags_a_falling_last_epoch_only():
+    results = results_from({"vanilla": [0.9, 0.91]}, epochs=3)  # val loss 1, 1/2, 1/3: falling
+    assert [(n, s, e) for n, s, e, _ in still_improving(results, 0.005)] == [("vanilla", 0, 3), ("vanilla", 1, 3)]
+    for row in results["vanilla"]["history"]:
+        row["val_loss_seed1"] = 0.5  # flat: not flagged
+    assert [(n, s) for n, s, _, _ in still_improving(results, 0.005)] == [("vanilla", 0)]
