@@ -108,3 +108,11 @@ def test_still_improving_flags_a_falling_last_epoch_only():
     for row in results["vanilla"]["history"]:
         row["val_loss_seed1"] = 0.5  # flat: not flagged
     assert [(n, s) for n, s, _, _ in still_improving(results, 0.005)] == [("vanilla", 0)]
+
+
+def test_one_seed_metrics_have_no_spread_keys_and_no_nan():
+    metrics = aggregate({7: {"test_acc": 0.9, "val_acc": 0.8, "train_acc": 0.95, "test_loss": 0.3,
+                             "val_loss": 0.4, "train_loss": 0.2}}, 0.95)
+    assert metrics["seeds"] == 1 and metrics["test_acc_mean"] == 0.9 and metrics["test_acc_seed7"] == 0.9
+    assert not [k for k in metrics if k.endswith(("_std", "_ci_low", "_ci_high"))]
+    assert all(v == v for v in metrics.values())  # NaN != NaN

@@ -1,0 +1,73 @@
+"""dvc.yaml lists exactly the pipeline modules each stage imports, and no stage imports another.
+
+A module a stage imports but does not depend on is a stale-result bug: change
+it and `dvc status` still says "up to date". The import closure is computed
+from the source (ast), so it cannot drift from the code.
+"""
+import ast
+import re
+
+import pytest
+import yaml
+
+from conftest import ROOT
+
+STAGES = ("download", "split", "train", "evaluate", "report")
+# Imported by stages, but never change a result, so that changing them re-runs nothing:
+NOT_DEPS = {
+    "pipeline/tracking.py": "mirrors the DVC outputs into MLflow; tracking.* is not a DVC param either",
+    "pipeline/__init__.py": "empty",
+}
+
+
+def imports_of(module):
+    """The pipeline modules `module` (e.g. 'pipeline.train') imports directly."""
+    tree = ast.parse((ROOT / (module.replace(".", "/") + ".py")).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "pipeline":
+                found |= {f"pipeline.{alias.name}" for alias in node.names}
+            elif node.module.startswith("pipeline."):
+                found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("pipeline.")}
+    return found
+
+
+def closure(module):
+    seen, todo = set(), [module]
+    while todo:
+        current = todo.pop()
+        if current not in seen:
+            seen.add(current)
+            todo += imports_of(current)
+    return seen
+
+
+def stage_definitions():
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        body = stage.get("do", stage)
+        module = re.search(r"python -m (pipeline\.\w+)", body["cmd"])[1]
+        deps = {d for d in body["deps"] if str(d).startswith("pipeline/")}
+        yield name, module, deps
+
+
+@pytest.mark.parametrize("stage, module, deps", list(stage_definitions()), ids=lambda v: str(v)[:20])
+def test_stage_deps_are_its_import_closure(stage, module, deps):
+    imported = {m.replace(".", "/") + ".py" for m in closure(module)} - set(NOT_DEPS)
+    assert not imported - deps, f"stage {stage}: dvc.yaml misses {sorted(imported - deps)}"
+    assert not deps - imported, f"stage {stage}: dvc.yaml lists {sorted(deps - imported)}, never imported"
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_no_stage_imports_another(stage):
+    others = {f"pipeline.{s}" for s in STAGES} - {f"pipeline.{stage}"}
+    assert not closure(f"pipeline.{stage}") & others
+
+
+def test_the_closure_finds_what_is_there():
+    """An oracle for the walker itself: train reaches the pool kernel only through models."""
+    assert "pipeline.pool" not in imports_of("pipeline.train")
+    assert "pipeline.pool" in closure("pipeline.train")
