@@ -21,7 +21,6 @@ from torch import nn
 NO_WINNER = 4  # the ReLU zeroed the window's max: no gradient flows
 
 
-@numba.njit(parallel=True, cache=True)
 def _forward(x, out, winner, relu):
     """x [N, H, W, C] -> out, winner [N, H//2, W//2, C] (any strides)."""
     batch, height, width, channels = out.shape
@@ -43,7 +42,6 @@ def _forward(x, out, winner, relu):
                     winner[n, i, j, c] = k
 
 
-@numba.njit(parallel=True, cache=True)
 def _backward(grad, winner, grad_in):
     """grad, winner [N, h, w, C] -> grad_in [N, H, W, C]: the gradient at each window's winner."""
     batch, height, width, channels = grad.shape
@@ -59,6 +57,22 @@ def _backward(grad, winner, grad_in):
                     grad_in[n, 2 * i + 1, 2 * j + 1, c] = g if k == 3 else zero
 
 
+# Each kernel twice: over threads (prange), and serial for one thread, so that a
+# one-thread worker never starts numba's thread pool.
+_KERNELS = {parallel: (numba.njit(parallel=parallel, cache=True)(_forward),
+                       numba.njit(parallel=parallel, cache=True)(_backward))
+            for parallel in (False, True)}
+
+
+def _kernels():
+    """(forward, backward) for torch's thread count (train.threads): queued runs with 1 each stay at 1."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        return _KERNELS[False]
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    return _KERNELS[True]
+
+
 def _nhwc(tensor):
     """A numpy view [N, H, W, C] of a CPU tensor [N, C, H, W], whatever its memory format."""
     return tensor.detach().permute(0, 2, 3, 1).numpy()
@@ -66,11 +80,6 @@ def _nhwc(tensor):
 
 def _like(shape, memory_format, dtype=torch.float32):
     return torch.empty(shape, dtype=dtype, memory_format=memory_format)
-
-
-def _use_torchs_thread_count():
-    """As many kernel threads as torch uses (train.threads): queued runs with 1 each don't oversubscribe."""
-    numba.set_num_threads(min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
 
 
 class _MaxPool2x2(torch.autograd.Function):
@@ -81,8 +90,11 @@ class _MaxPool2x2(torch.autograd.Function):
             else torch.contiguous_format
         out = _like((n, c, h // 2, w // 2), memory_format)
         winner = _like((n, c, h // 2, w // 2), memory_format, torch.uint8)
-        _use_torchs_thread_count()
-        _forward(_nhwc(x), _nhwc(out), _nhwc(winner), relu)
+        # Chosen here, on the caller's thread: autograd runs the backward on a
+        # thread of its own, where torch.get_num_threads() reports all cores,
+        # and numba.set_num_threads() there would raise torch's own count too.
+        ctx.kernels = _kernels()
+        ctx.kernels[0](_nhwc(x), _nhwc(out), _nhwc(winner), relu)
         ctx.save_for_backward(winner)
         ctx.input_shape, ctx.memory_format = x.shape, memory_format
         return out
@@ -94,8 +106,7 @@ class _MaxPool2x2(torch.autograd.Function):
         grad_in = _like((n, c, h, w), ctx.memory_format)
         if h % 2 or w % 2:  # an odd last row or column is in no window
             grad_in.zero_()
-        _use_torchs_thread_count()
-        _backward(_nhwc(grad), _nhwc(winner), _nhwc(grad_in))
+        ctx.kernels[1](_nhwc(grad), _nhwc(winner), _nhwc(grad_in))
         return grad_in, None
 
 

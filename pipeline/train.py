@@ -18,7 +18,6 @@ import concurrent.futures
 import copy
 import math
 import multiprocessing
-import os
 import time
 from pathlib import Path
 
@@ -172,10 +171,7 @@ def train_variant(params, name, split_dir, models_dir, params_path="params.yaml"
         if workers == 1:
             histories = dict(zip(seeds, (_seed_job(*job) for job in jobs)))
         else:
-            # spawn, not fork: a forked child inherits torch's thread pools mid-state.
-            # numba sizes its pool from the environment at import: one pool of all
-            # cores per worker made two workers 2.5x slower here (threads spinning).
-            os.environ["NUMBA_NUM_THREADS"] = str(params["train"]["threads"])
+            # spawn, not fork: a forked child inherits torch's thread pools mid-state
             context = multiprocessing.get_context("spawn")
             with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
                 futures = [pool.submit(_seed_job, *job) for job in jobs]

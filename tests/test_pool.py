@@ -1,8 +1,13 @@
 """pipeline.pool's kernel against the oracle: PyTorch's nn.ReLU + nn.MaxPool2d, bit for bit."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import ROOT
 from pipeline.models import build_lenet5
 from pipeline.pool import MaxPool2x2
 
@@ -83,3 +88,26 @@ def test_torch_export_traces_pytorchs_layers():
     exported = torch.export.export(model, (x,))
     assert "max_pool2d" in str(exported.graph)
     assert torch.equal(exported.module()(x), model(x))
+
+
+def test_one_thread_stays_one_thread():
+    """Training with train.threads=1 must not let the kernel raise torch's thread count.
+
+    Autograd runs the backward on a thread where torch.get_num_threads()
+    reports all cores; a kernel that asked there and called numba.set_num_threads
+    raised torch's own count: two one-thread workers then took ~10x longer.
+    A fresh process, so that no earlier test's thread setting counts.
+    """
+    code = (
+        "import torch\n"
+        "from pipeline.models import build_lenet5\n"
+        "torch.set_num_threads(1)\n"
+        "model = build_lenet5('relu', batchnorm=False, dropout=0.0).to(memory_format=torch.channels_last)\n"
+        "x = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)\n"
+        "for _ in range(3):\n"
+        "    model(x).sum().backward()\n"
+        "print(torch.get_num_threads())\n")
+    env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # a pool of two exists: it must stay unused
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=120, check=True).stdout
+    assert out.strip() == "1"
