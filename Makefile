@@ -22,6 +22,8 @@ run: setup data
 	dvc metrics show
 
 test: setup data
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
 # The experiments table, narrowed to what differs and to the mean accuracies over seeds.

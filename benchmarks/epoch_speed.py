@@ -17,6 +17,7 @@ ratios of the medians are printed.
 
     python benchmarks/epoch_speed.py [--repeats 3]
 """
+
 import argparse
 import statistics
 import subprocess
@@ -29,7 +30,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pipeline.data import load_split, normalisation, to_model_input  # noqa: E402
 from pipeline.engine import train_one_epoch  # noqa: E402
-from pipeline.models import build_lenet5  # noqa: E402
+from pipeline.models import LeNet5  # noqa: E402
 from pipeline.runtime import setup_torch  # noqa: E402
 
 PATHS = ["typical", "typical+alloc", "ours"]
@@ -38,7 +39,7 @@ THREADS, WARMUP_BATCHES = 2, 5
 
 def fresh_model(memory_format, fast_pool):
     torch.manual_seed(0)
-    model = build_lenet5("relu", batchnorm=False, dropout=0.0, fast_pool=fast_pool).to(memory_format=memory_format)
+    model = LeNet5("relu", batchnorm=False, dropout=0.0, fast_pool=fast_pool).to(memory_format=memory_format)
     return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
 
@@ -64,14 +65,25 @@ def time_one_epoch(path, raw, split, batch_size):
     if path == "ours":
         x, generator = to_model_input(images, mean, std, "cpu"), torch.Generator().manual_seed(0)
         model, optimizer = fresh_model(torch.channels_last, fast_pool=True)
-        train_one_epoch(model, optimizer, x[:WARMUP_BATCHES * batch_size], labels[:WARMUP_BATCHES * batch_size],
-                        batch_size, generator, False, 0)
+        train_one_epoch(
+            model,
+            optimizer,
+            x[: WARMUP_BATCHES * batch_size],
+            labels[: WARMUP_BATCHES * batch_size],
+            batch_size,
+            generator,
+            False,
+            0,
+        )
         start = time.perf_counter()
         train_one_epoch(model, optimizer, x, labels, batch_size, generator, False, 0)
         return time.perf_counter() - start
     from torchvision import datasets, transforms
+
     indices = torch.load(Path(split) / "train.pt", weights_only=True)["indices"]
-    transform = transforms.Compose([transforms.Resize(32), transforms.ToTensor(), transforms.Normalize((mean,), (std,))])
+    transform = transforms.Compose(
+        [transforms.Resize(32), transforms.ToTensor(), transforms.Normalize((mean,), (std,))]
+    )
     dataset = torch.utils.data.Subset(datasets.FashionMNIST(raw, train=True, transform=transform), indices.tolist())
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
     model, optimizer = fresh_model(torch.contiguous_format, fast_pool=False)
@@ -96,8 +108,18 @@ def main():
     times = {path: [] for path in PATHS}
     for _ in range(args.repeats):
         for path in PATHS:
-            command = [sys.executable, __file__, "--one", path, "--raw", args.raw, "--split", args.split,
-                       "--batch-size", str(args.batch_size)]
+            command = [
+                sys.executable,
+                __file__,
+                "--one",
+                path,
+                "--raw",
+                args.raw,
+                "--split",
+                args.split,
+                "--batch-size",
+                str(args.batch_size),
+            ]
             output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
             times[path].append(float(output.split()[-1]))
     medians = {path: statistics.median(t) for path, t in times.items()}

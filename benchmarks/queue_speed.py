@@ -9,6 +9,7 @@ Prints both wall times and the ratio.
 
     python benchmarks/queue_speed.py [--epochs 3]
 """
+
 import argparse
 import re
 import shutil
@@ -18,7 +19,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import make_project, run, shrunk_params, stop_queue_workers, write_idx_folder  # noqa: E402
+from helpers import make_project, run, shrunk_params, stop_queue_workers, write_idx_folder  # noqa: E402
 
 VALUES = ["0.1", "0.2", "0.4", "0.6"]
 

@@ -9,6 +9,7 @@ seeds of experiments that differ only in train.seeds are pooled into one
 configuration, shown as mean ± std over all its seeds. The ranking is by mean validation accuracy: the model is
 chosen on validation data, and the test accuracy is only reported beside it.
 """
+
 import argparse
 import math
 import re
@@ -20,8 +21,10 @@ from pipeline.params import SCHEMA
 
 METRIC_COLUMN = re.compile(r"^metrics/(?P<variant>\w+)\.json:(?P<metric>(val|test)_acc)_seed(?P<seed>\d+)$")
 # never a knob of the comparison: which seeds, where data and runs come from, how fast
-IGNORED = re.compile(r"^(train\.seeds$|train\.workers$|evaluate\.threads$|tracking\.|report\.|"
-                     r"data\.sources\.|data\.verify_checksums$)")
+IGNORED = re.compile(
+    r"^(train\.seeds$|train\.workers$|evaluate\.threads$|tracking\.|report\.|"
+    r"data\.sources\.|data\.verify_checksums$)"
+)
 
 
 def _is_param(column):
@@ -33,7 +36,7 @@ def _present(value):
 
 
 def entries(rows):
-    """[(experiment name, variant, {param: value}, {val_acc: [per seed], test_acc: [...]})] of finished ones."""
+    """[(experiment name, variant, {param: value}, {val_acc: {seed: value}, test_acc: {...}})] of finished ones."""
     out = []
     for row in rows:
         if row.get("rev") == "workspace" or row.get("State") in ("Queued", "Running", "Failed"):
@@ -48,7 +51,7 @@ def entries(rows):
         for variant, metrics in by_variant.items():
             seeds = sorted(set(metrics["val_acc"]) & set(metrics["test_acc"]))
             if seeds:
-                out.append((name, variant, params, {k: [metrics[k][s] for s in seeds] for k in metrics}))
+                out.append((name, variant, params, {k: {s: metrics[k][s] for s in seeds} for k in metrics}))
     return out
 
 
@@ -56,8 +59,10 @@ def rank(rows, variant=None):
     """Configurations, best mean val accuracy first: dicts with the changed params and stats."""
     found = [e for e in entries(rows) if variant is None or e[1] == variant]
     if not found:
-        raise PipelineError("no finished experiment with per-seed val_acc and test_acc metrics"
-                            + (f" for variant {variant!r}" if variant else ""))
+        raise PipelineError(
+            "no finished experiment with per-seed val_acc and test_acc metrics"
+            + (f" for variant {variant!r}" if variant else "")
+        )
     columns = sorted({k for _, _, p, _ in found for k in p if not IGNORED.match(k)})
     changed = [k for k in columns if len({repr(p.get(k)) for _, _, p, _ in found}) > 1]
     groups = defaultdict(list)
@@ -65,28 +70,59 @@ def rank(rows, variant=None):
         groups[(var, tuple(params.get(k) for k in changed))].append((name, metrics))
     ranked = []
     for (var, values), members in groups.items():
-        val = [v for _, m in members for v in m["val_acc"]]
-        test = [v for _, m in members for v in m["test_acc"]]
-        ranked.append({
-            "variant": var, "params": dict(zip(changed, values)), "seeds": len(val),
-            "val_acc": statistics.mean(val), "val_std": statistics.stdev(val) if len(val) > 1 else 0.0,
-            "test_acc": statistics.mean(test), "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
-            "experiments": [name for name, _ in members],
-        })
+        # a seed in two experiments of one configuration is one run (the same
+        # seed retrains bit for bit): count it once
+        val = list({s: v for _, m in members for s, v in m["val_acc"].items()}.values())
+        test = list({s: v for _, m in members for s, v in m["test_acc"].items()}.values())
+        ranked.append(
+            {
+                "variant": var,
+                "params": dict(zip(changed, values)),
+                "seeds": len(val),
+                "val_acc": statistics.mean(val),
+                "val_std": statistics.stdev(val) if len(val) > 1 else 0.0,
+                "test_acc": statistics.mean(test),
+                "test_std": statistics.stdev(test) if len(test) > 1 else 0.0,
+                "experiments": [name for name, _ in members],
+            }
+        )
     ranked.sort(key=lambda r: (-r["val_acc"], r["variant"]))
     return ranked, changed
+
+
+def _spread(mean, std, seeds):
+    return f"{mean:.2%} ± {std:.2%}" if seeds > 1 else f"{mean:.2%}"
 
 
 def markdown(ranked, changed):
     head = ["rank", "variant", *changed, "seeds", "val acc", "test acc", "experiments"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(ranked, 1):
-        spread = (lambda m, s: f"{m:.2%} ± {s:.2%}" if r["seeds"] > 1 else f"{m:.2%}")
-        cells = [str(i), r["variant"], *(str(r["params"][k]) for k in changed), str(r["seeds"]),
-                 spread(r["val_acc"], r["val_std"]), spread(r["test_acc"], r["test_std"]),
-                 ", ".join(r["experiments"])]
+        cells = [
+            str(i),
+            r["variant"],
+            *(str(r["params"][k]) for k in changed),
+            str(r["seeds"]),
+            _spread(r["val_acc"], r["val_std"], r["seeds"]),
+            _spread(r["test_acc"], r["test_std"], r["seeds"]),
+            ", ".join(r["experiments"]),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def pivot(ranked, changed):
+    """Configurations x variants of mean val accuracy, best mean over the variants first (a DataFrame).
+
+    For choosing a setting every variant shares (lr, schedule, augmentation):
+    the rows are ranked by the unweighted mean of the variants' val accuracies.
+    """
+    import pandas as pd
+
+    frame = pd.DataFrame([{**r["params"], "variant": r["variant"], "val_acc": r["val_acc"]} for r in ranked])
+    table = frame.pivot_table(index=changed, columns="variant", values="val_acc", sort=False)
+    table["mean over variants"] = table.mean(axis=1)
+    return table.sort_values("mean over variants", ascending=False)
 
 
 def figure(ranked, changed, path):
@@ -95,11 +131,15 @@ def figure(ranked, changed, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [" ".join([r["variant"], *(f"{k.split('.')[-1]}={r['params'][k]}" for k in changed)])
-              for r in ranked]
+    labels = [" ".join([r["variant"], *(f"{k.split('.')[-1]}={r['params'][k]}" for k in changed)]) for r in ranked]
     fig, ax = plt.subplots(figsize=(7, 0.45 * len(ranked) + 1.5))
-    ax.barh(labels[::-1], [r["test_acc"] * 100 for r in ranked][::-1],
-            xerr=[r["test_std"] * 100 for r in ranked][::-1], color="tab:blue", capsize=3)
+    ax.barh(
+        labels[::-1],
+        [r["test_acc"] * 100 for r in ranked][::-1],
+        xerr=[r["test_std"] * 100 for r in ranked][::-1],
+        color="tab:blue",
+        capsize=3,
+    )
     ax.set_xlabel("test accuracy (%), mean ± std over seeds; ranked by val accuracy")
     low = min(r["test_acc"] for r in ranked) * 100
     ax.set_xlim(max(0, low - 3), 100)
@@ -115,11 +155,23 @@ def main():
     parser.add_argument("--rev", help="baseline commit of the sweep (default: HEAD)")
     parser.add_argument("--md", help="also write the table to this markdown file")
     parser.add_argument("--figure", help="write a bar chart (PNG) to this file")
+    parser.add_argument(
+        "--pivot",
+        action="store_true",
+        help="one row per configuration, one column per variant (mean val accuracy), "
+        "ranked by the mean over the variants",
+    )
     args = parser.parse_args()
     import dvc.api
 
     ranked, changed = rank(dvc.api.exp_show(repo=args.repo, revs=args.rev), args.variant)
-    table = markdown(ranked, changed)
+    if args.pivot and not changed:
+        raise PipelineError("--pivot needs experiments that differ in some param")
+    table = (
+        pivot(ranked, changed).map(lambda v: f"{v:.2%}").to_markdown(disable_numparse=True)
+        if args.pivot
+        else markdown(ranked, changed)
+    )
     print(table)
     if args.md:
         from pipeline.io import atomic_path

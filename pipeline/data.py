@@ -4,6 +4,7 @@ A batch is then a slice `images[idx]`: no per-sample transforms, no
 DataLoader workers (both cost more than they give on 2 cores; see
 benchmarks/epoch_speed.py).
 """
+
 from pathlib import Path
 
 import torch

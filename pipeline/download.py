@@ -14,6 +14,7 @@ only the decompressed bytes are comparable), else the .gz against
 torchvision's pinned MD5. Files are assembled in a temp folder that replaces
 <out> only when all four passed: a failure leaves no partial output.
 """
+
 import argparse
 import gzip
 import hashlib
@@ -40,7 +41,7 @@ RAW_SHA256 = {
 }
 HOW_TO_GET = {
     "FashionMNIST": "install Debian's package (apt-get install dataset-fashion-mnist) "
-                    "or put the four IDX files in a folder listed in data.sources.FashionMNIST",
+    "or put the four IDX files in a folder listed in data.sources.FashionMNIST",
 }
 TIMEOUT_S = 30
 
@@ -77,6 +78,7 @@ def _candidates(source, gz_name, urls):
     def fetch(url):
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
             return response.read(), True
+
     return [(url, lambda u=url: fetch(u)) for url in found]
 
 
@@ -121,8 +123,9 @@ def fetch_file(dataset, gz_name, md5, urls, sources, sha256):
             except (ValueError, OSError, EOFError) as e:  # bad checksum or bad gzip
                 tried.append(f"{where} ({e})")
     how = HOW_TO_GET.get(dataset, f"put the IDX files in a folder listed in data.sources.{dataset}")
-    raise DataError(f"no source gave a valid {raw_name} for {dataset}; tried: "
-                    f"{'; '.join(tried) or 'no sources'}. To get it: {how}")
+    raise DataError(
+        f"no source gave a valid {raw_name} for {dataset}; tried: {'; '.join(tried) or 'no sources'}. To get it: {how}"
+    )
 
 
 def download(dataset, sources, out, verify, pinned=RAW_SHA256):
@@ -137,8 +140,7 @@ def download(dataset, sources, out, verify, pinned=RAW_SHA256):
     try:
         raw_dir = staging / dataset / "raw"
         raw_dir.mkdir(parents=True)
-        for gz_name, md5, urls in tqdm(files, desc=f"download {dataset}", unit="file",
-                                       disable=None):
+        for gz_name, md5, urls in tqdm(files, desc=f"download {dataset}", unit="file", disable=None):
             raw_name = gz_name.removesuffix(".gz")
             sha256 = pinned.get(dataset, {}).get(raw_name) if verify else None
             data = fetch_file(dataset, gz_name, md5 if verify else None, urls, sources, sha256)

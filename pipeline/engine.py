@@ -1,4 +1,5 @@
 """One training epoch and one evaluation pass over in-memory tensors."""
+
 import torch
 import torch.nn.functional as F
 

@@ -1,4 +1,5 @@
 """The one exception type a stage turns into a one-line error and exit code 2."""
+
 import sys
 
 

@@ -15,6 +15,7 @@ Writes:       <metrics>    flat, for `dvc metrics show` and `dvc exp show`: for
 With one seed there is no spread: std and the interval are left out, and the
 report says so.
 """
+
 import argparse
 import statistics
 import time
@@ -91,15 +92,24 @@ def aggregate(per_seed, confidence):
     out = {"seeds": len(per_seed)}
     for key in SUMMARISED:
         stats = summary([m[key] for m in per_seed.values()], confidence)
-        out.update({f"{key}_{name}": stats[name] for name in ("mean", "std", "ci_low", "ci_high")
-                    if stats[name] is not None})
+        out.update(
+            {f"{key}_{name}": stats[name] for name in ("mean", "std", "ci_low", "ci_high") if stats[name] is not None}
+        )
     for seed, m in per_seed.items():
         out.update({f"{key}_seed{seed}": value for key, value in m.items()})
     return out
 
 
-def evaluate_variant(models_dir, split_dir, history, batch_size, latency_repeats, confidence, device,
-                     on_seed=lambda seed, checkpoint, metrics: None):
+def evaluate_variant(
+    models_dir,
+    split_dir,
+    history,
+    batch_size,
+    latency_repeats,
+    confidence,
+    device,
+    on_seed=lambda seed, checkpoint, metrics: None,
+):
     """(metrics dict, confusion records, per-class records, confusion counts) over every seed's checkpoint."""
     classes = read_json(Path(split_dir) / "meta.json")["classes"]
     data = {split: load_split(split_dir, split) for split in ("test", "val", "train")}
@@ -115,21 +125,33 @@ def evaluate_variant(models_dir, split_dir, history, batch_size, latency_repeats
         # confusion counts by bincount over (actual, predicted) pairs: no Python loop over images
         pairs = torch.bincount(test_labels * len(classes) + predicted, minlength=len(classes) ** 2)
         counts = counts + pairs.view(len(classes), len(classes))
-        confusion += [{"seed": seed, "actual": classes[a], "predicted": classes[p]}
-                      for a, p in zip(test_labels.tolist(), predicted.tolist())]
-        per_class_seed[seed] = (pairs.view(len(classes), -1).diagonal() /
-                                torch.bincount(test_labels, minlength=len(classes))).tolist()
+        confusion += [
+            {"seed": seed, "actual": classes[a], "predicted": classes[p]}
+            for a, p in zip(test_labels.tolist(), predicted.tolist())
+        ]
+        per_class_seed[seed] = (
+            pairs.view(len(classes), -1).diagonal() / torch.bincount(test_labels, minlength=len(classes))
+        ).tolist()
         if latency is None:
             mean, std = checkpoint["normalisation"]
             x = to_model_input(data["test"][0][:batch_size], mean, std, device)
             latency = latency_ms(model, x, latency_repeats)
     metrics = aggregate(per_seed, confidence)
-    metrics.update(parameters=checkpoint["parameters"], latency_ms_per_batch=latency,
-                   seconds_per_epoch=statistics.median(
-                       v for row in history for k, v in row.items() if k.startswith("seconds_seed")))
-    per_class = [{"class": name, "accuracy": statistics.mean(acc[c] for acc in per_class_seed.values()),
-                  **{f"accuracy_seed{seed}": acc[c] for seed, acc in per_class_seed.items()}}
-                 for c, name in enumerate(classes)]
+    metrics.update(
+        parameters=checkpoint["parameters"],
+        latency_ms_per_batch=latency,
+        seconds_per_epoch=statistics.median(
+            v for row in history for k, v in row.items() if k.startswith("seconds_seed")
+        ),
+    )
+    per_class = [
+        {
+            "class": name,
+            "accuracy": statistics.mean(acc[c] for acc in per_class_seed.values()),
+            **{f"accuracy_seed{seed}": acc[c] for seed, acc in per_class_seed.items()},
+        }
+        for c, name in enumerate(classes)
+    ]
     return metrics, confusion, per_class, counts
 
 
@@ -154,8 +176,15 @@ def main():
         tracking.existing_run(params, checkpoint.get("mlflow_run_id")).log_metrics(metrics)
 
     metrics, confusion, per_class, counts = evaluate_variant(
-        args.models, args.split, history, params["evaluate"]["batch_size"],
-        params["evaluate"]["latency_repeats"], params["report"]["confidence"], device, mirror_seed)
+        args.models,
+        args.split,
+        history,
+        params["evaluate"]["batch_size"],
+        params["evaluate"]["latency_repeats"],
+        params["report"]["confidence"],
+        device,
+        mirror_seed,
+    )
     write_json(args.metrics, metrics)
     write_json(args.confusion, confusion)
     write_json(args.per_class, per_class)
@@ -164,15 +193,22 @@ def main():
     run.log_artifact(args.metrics)
     if run.mlflow:
         classes = [record["class"] for record in per_class]
-        run.log_figure(confusion_figure(counts, classes, f"{args.variant}: test confusion, summed over seeds"),
-                       "confusion_matrix.png")
+        run.log_figure(
+            confusion_figure(counts, classes, f"{args.variant}: test confusion, summed over seeds"),
+            "confusion_matrix.png",
+        )
         results = {args.variant: {"history": history, "metrics": metrics}}
         for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
             run.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
-    ci = (f" [{metrics['test_acc_ci_low']:.4f}, {metrics['test_acc_ci_high']:.4f}]"
-          if "test_acc_ci_low" in metrics else " (one seed: no interval)")
-    print(f"evaluate {args.variant}: test acc {metrics['test_acc_mean']:.4f}{ci} over {metrics['seeds']} "
-          f"seed(s), val acc {metrics['val_acc_mean']:.4f}")
+    ci = (
+        f" [{metrics['test_acc_ci_low']:.4f}, {metrics['test_acc_ci_high']:.4f}]"
+        if "test_acc_ci_low" in metrics
+        else " (one seed: no interval)"
+    )
+    print(
+        f"evaluate {args.variant}: test acc {metrics['test_acc_mean']:.4f}{ci} over {metrics['seeds']} "
+        f"seed(s), val acc {metrics['val_acc_mean']:.4f}"
+    )
 
 
 if __name__ == "__main__":

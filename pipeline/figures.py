@@ -4,6 +4,7 @@ Inputs are what the stages write: a variant's wide history (one record per
 epoch, the mean under `val_acc` and each seed under `val_acc_seed<k>`) and
 its flat metrics (`test_acc_mean`, `test_acc_ci_low`, `test_acc_seed<k>`, ...).
 """
+
 import re
 
 import matplotlib
@@ -46,8 +47,13 @@ def curves_figure(results, key, ylabel):
                 ax.plot(epochs, values, color=color, linewidth=0.6, alpha=0.5)
                 if split == "val" and seed in best:
                     ax.plot(best[seed], values[epochs.index(best[seed])], "v", color="black", markersize=4)
-            ax.plot([h["epoch"] for h in r["history"]], [h[f"{split}_{key}"] for h in r["history"]],
-                    color=color, linewidth=2, label=f"{split} (mean)")
+            ax.plot(
+                [h["epoch"] for h in r["history"]],
+                [h[f"{split}_{key}"] for h in r["history"]],
+                color=color,
+                linewidth=2,
+                label=f"{split} (mean)",
+            )
         ax.set_title(name)
         ax.set_xlabel("epoch")
     axes[0][0].set_ylabel(ylabel)
@@ -81,10 +87,10 @@ def test_accuracy_figure(results, confidence):
             err = [[mean - m["test_acc_ci_low"] * 100], [m["test_acc_ci_high"] * 100 - mean]]
             ax.errorbar(i, mean, yerr=err, fmt="none", ecolor="black", capsize=6)
         ax.bar(i, mean, color="tab:blue", alpha=0.35, width=0.6)
-        ax.scatter(np.full(len(seeds), i) + np.linspace(-0.12, 0.12, len(seeds)), seeds, s=14,
-                   color="tab:blue", zorder=3)
-        ax.annotate(f"{mean:.2f}", (i, mean), textcoords="offset points", xytext=(14, 0), fontsize=8,
-                    va="center")
+        ax.scatter(
+            np.full(len(seeds), i) + np.linspace(-0.12, 0.12, len(seeds)), seeds, s=14, color="tab:blue", zorder=3
+        )
+        ax.annotate(f"{mean:.2f}", (i, mean), textcoords="offset points", xytext=(14, 0), fontsize=8, va="center")
     ax.set_xticks(range(len(names)), names)
     lows = [min(per_seed(results[n]["metrics"], "test_acc").values()) * 100 for n in names]
     highs = [max(per_seed(results[n]["metrics"], "test_acc").values()) * 100 for n in names]
@@ -101,8 +107,7 @@ def confusion_figure(counts, classes, title):
     fig, ax = plt.subplots(figsize=(7, 6))
     ax.imshow(counts, cmap="Blues")
     for (i, j), n in np.ndenumerate(counts):
-        ax.text(j, i, int(n), ha="center", va="center", fontsize=7,
-                color="white" if n > counts.max() / 2 else "black")
+        ax.text(j, i, int(n), ha="center", va="center", fontsize=7, color="white" if n > counts.max() / 2 else "black")
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_yticks(range(len(classes)), classes)
     ax.set_xlabel("predicted")

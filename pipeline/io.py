@@ -1,4 +1,5 @@
 """Atomic writes: a stage that fails leaves the old file or none, never half a file."""
+
 import io
 import json
 import os

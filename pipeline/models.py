@@ -1,8 +1,9 @@
 """LeNet-5 and an MLP of about the same size, built from a variant's features.
 
 Variants are data: build_model() looks the architecture and activation up in
-the dicts below; batch norm and dropout are switches every builder honours.
+the dicts below; batch norm and dropout are switches both models honour.
 """
+
 from torch import nn
 
 from pipeline.pool import MaxPool2x2
@@ -18,63 +19,76 @@ ACTIVATIONS = {
 }
 
 
-def _block(layer, norm, activation, dropout):
-    """layer -> [batch norm] -> activation -> [dropout]."""
-    parts = [layer]
-    if norm is not None:
-        parts.append(norm)
-    parts.append(ACTIVATIONS[activation]())
-    if dropout > 0:
-        parts.append(nn.Dropout(dropout))
-    return parts
+def _norm(batchnorm, norm, channels):
+    return norm(channels) if batchnorm else nn.Identity()
 
 
-def _conv_block(in_channels, out_channels, batchnorm, activation, fast_pool):
-    """conv 5x5 -> [batch norm] -> activation -> 2x2 max pool.
-
-    fast_pool: the pool (and a ReLU before it) as pipeline.pool's kernel, the
-    same function as the textbook layers, computed ~3x faster on the CPU.
-    """
-    parts = [nn.Conv2d(in_channels, out_channels, 5)]
-    if batchnorm:
-        parts.append(nn.BatchNorm2d(out_channels))
-    if fast_pool and activation == "relu":
-        return parts + [MaxPool2x2(relu=True)]
-    parts.append(ACTIVATIONS[activation]())
-    return parts + [MaxPool2x2(relu=False) if fast_pool else nn.MaxPool2d(2)]
-
-
-def build_lenet5(activation, batchnorm, dropout, hidden=None, fast_pool=True):
+class LeNet5(nn.Module):
     """LeNet-5 on 32x32 input (LeCun et al. 1998), with max pooling.
 
     conv 6@5x5 -> pool -> conv 16@5x5 -> pool -> fc 120 -> fc 84 -> fc 10.
-    Dropout, when on, follows the two hidden fully connected layers.
-    fast_pool=False builds it from PyTorch's textbook layers only: the oracle
-    in the tests and the typical model in benchmarks/epoch_speed.py.
+    Batch norm, when on, follows each conv and hidden fc layer; dropout
+    follows the two hidden fc layers. fast_pool runs a ReLU and the pool after
+    it as pipeline.pool's kernel (the same function, faster on the CPU);
+    since ReLU has no weights, both builds have the same state_dict keys, and
+    a checkpoint loads into either. fast_pool=False is the textbook model:
+    the oracle in the tests and the typical model in benchmarks/epoch_speed.py.
     """
-    bn1d = (lambda c: nn.BatchNorm1d(c)) if batchnorm else (lambda c: None)
-    return nn.Sequential(
-        *_conv_block(1, 6, batchnorm, activation, fast_pool),
-        *_conv_block(6, 16, batchnorm, activation, fast_pool),
-        nn.Flatten(),
-        *_block(nn.Linear(16 * 5 * 5, 120), bn1d(120), activation, dropout),
-        *_block(nn.Linear(120, 84), bn1d(84), activation, dropout),
-        nn.Linear(84, 10),
-    )
+
+    def __init__(self, activation="relu", batchnorm=False, dropout=0.0, fast_pool=True):
+        super().__init__()
+        fused = fast_pool and activation == "relu"
+        # Layers are made in the order of the forward pass: it fixes which
+        # random numbers initialise which weights, so a seed means one model.
+        self.conv1 = nn.Conv2d(1, 6, 5)
+        self.bn1 = _norm(batchnorm, nn.BatchNorm2d, 6)
+        self.act1 = nn.Identity() if fused else ACTIVATIONS[activation]()
+        self.pool1 = MaxPool2x2(relu=fused) if fast_pool else nn.MaxPool2d(2)
+        self.conv2 = nn.Conv2d(6, 16, 5)
+        self.bn2 = _norm(batchnorm, nn.BatchNorm2d, 16)
+        self.act2 = nn.Identity() if fused else ACTIVATIONS[activation]()
+        self.pool2 = MaxPool2x2(relu=fused) if fast_pool else nn.MaxPool2d(2)
+        self.fc1 = nn.Linear(16 * 5 * 5, 120)
+        self.bn3 = _norm(batchnorm, nn.BatchNorm1d, 120)
+        self.act3 = ACTIVATIONS[activation]()
+        self.fc2 = nn.Linear(120, 84)
+        self.bn4 = _norm(batchnorm, nn.BatchNorm1d, 84)
+        self.act4 = ACTIVATIONS[activation]()
+        self.fc3 = nn.Linear(84, 10)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x):
+        x = self.pool1(self.act1(self.bn1(self.conv1(x))))
+        x = self.pool2(self.act2(self.bn2(self.conv2(x))))
+        x = x.flatten(1)
+        x = self.dropout(self.act3(self.bn3(self.fc1(x))))
+        x = self.dropout(self.act4(self.bn4(self.fc2(x))))
+        return self.fc3(x)
 
 
-def build_mlp(activation, batchnorm, dropout, hidden):
-    """A fully connected net on the same 32x32 input; `hidden` sets its size."""
-    layers, width = [nn.Flatten()], 32 * 32
-    for size in hidden:
-        norm = nn.BatchNorm1d(size) if batchnorm else None
-        layers += _block(nn.Linear(width, size), norm, activation, dropout)
-        width = size
-    layers.append(nn.Linear(width, 10))
-    return nn.Sequential(*layers)
+class MLP(nn.Module):
+    """Fully connected layers on the same 32x32 input; `hidden` sets their widths."""
+
+    def __init__(self, activation="relu", batchnorm=False, dropout=0.0, hidden=(58, 30)):
+        super().__init__()
+        widths = [32 * 32, *hidden]
+        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
+        self.norms = nn.ModuleList(_norm(batchnorm, nn.BatchNorm1d, b) for b in hidden)
+        self.acts = nn.ModuleList(ACTIVATIONS[activation]() for _ in hidden)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.out = nn.Linear(widths[-1], 10)
+
+    def forward(self, x):
+        x = x.flatten(1)
+        for linear, norm, act in zip(self.hidden, self.norms, self.acts):
+            x = self.dropout(act(norm(linear(x))))
+        return self.out(x)
 
 
-ARCHITECTURES = {"lenet5": build_lenet5, "mlp": build_mlp}
+ARCHITECTURES = {
+    "lenet5": lambda activation, batchnorm, dropout, hidden: LeNet5(activation, batchnorm, dropout),
+    "mlp": MLP,
+}
 
 
 def build_model(variant, model_params):

@@ -5,6 +5,7 @@ only the schema (type and valid range of each key). A missing, unknown or
 ill-typed key, or a value out of range, raises ParamsError with one line that
 names the key and says what would be valid.
 """
+
 import re
 from pathlib import Path
 
@@ -44,6 +45,7 @@ def Float(low=None, high=None, low_open=False, high_open=False):
             hi = "" if high is None else f"{high}{')' if high_open else ']'}"
             raise ParamsError(f"{key} must be in {lo or '(-inf'}, {hi or 'inf)'}, got {value!r}")
         return x
+
     return check
 
 
@@ -55,6 +57,7 @@ def Int(low, high=None):
             valid = f">= {low}" if high is None else f"in [{low}, {high}]"
             raise ParamsError(f"{key} must be {valid}, got {value!r}")
         return value
+
     return check
 
 
@@ -75,6 +78,7 @@ def Choice(*options):
         if value not in options:
             raise ParamsError(f"{key} must be one of {', '.join(options)}; got {value!r}")
         return value
+
     return check
 
 
@@ -85,9 +89,12 @@ def ListOf(item, unique=False):
         items = [item(f"{key}[{i}]", v) for i, v in enumerate(value)]
         repeated = sorted({v for v in items if items.count(v) > 1})
         if unique and repeated:
-            raise ParamsError(f"{key} must list each value once; {repeated[0]!r} appears "
-                              f"{items.count(repeated[0])} times in {value!r}")
+            raise ParamsError(
+                f"{key} must list each value once; {repeated[0]!r} appears "
+                f"{items.count(repeated[0])} times in {value!r}"
+            )
         return items
+
     return check
 
 
@@ -198,7 +205,8 @@ def _check_variants(variants):
             if not covered:
                 raise ParamsError(
                     f"variants.{name}.uses is {uses!r} but the variant reads {key}: "
-                    f"set uses to {key} (or to 'model' when it reads several model keys)")
+                    f"set uses to {key} (or to 'model' when it reads several model keys)"
+                )
     return checked
 
 
@@ -207,8 +215,7 @@ def validate(params):
     checked = _check_section("", SCHEMA, params)
     baseline = checked["report"]["baseline"]
     if baseline not in checked["variants"]:
-        raise ParamsError(f"report.baseline must name a variant ({', '.join(checked['variants'])}); "
-                          f"got {baseline!r}")
+        raise ParamsError(f"report.baseline must name a variant ({', '.join(checked['variants'])}); got {baseline!r}")
     return checked
 
 

@@ -12,6 +12,7 @@ NaNs included (a tie goes to the first position of the window, as in PyTorch):
 tests/test_pool.py checks that against PyTorch's own layers. On CUDA, for
 other dtypes and under torch.compile/torch.export it calls PyTorch's layers.
 """
+
 import numba
 import numpy as np
 import torch
@@ -59,9 +60,13 @@ def _backward(grad, winner, grad_in):
 
 # Each kernel twice: over threads (prange), and serial for one thread, so that a
 # one-thread worker never starts numba's thread pool.
-_KERNELS = {parallel: (numba.njit(parallel=parallel, cache=True)(_forward),
-                       numba.njit(parallel=parallel, cache=True)(_backward))
-            for parallel in (False, True)}
+_KERNELS = {
+    parallel: (
+        numba.njit(parallel=parallel, cache=True)(_forward),
+        numba.njit(parallel=parallel, cache=True)(_backward),
+    )
+    for parallel in (False, True)
+}
 
 
 def _kernels():
@@ -86,8 +91,9 @@ class _MaxPool2x2(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, relu):
         n, c, h, w = x.shape
-        memory_format = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) \
-            else torch.contiguous_format
+        memory_format = (
+            torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+        )
         out = _like((n, c, h // 2, w // 2), memory_format)
         winner = _like((n, c, h // 2, w // 2), memory_format, torch.uint8)
         # Chosen here, on the caller's thread: autograd runs the backward on a

@@ -9,6 +9,7 @@ A difference is called better or worse only when Welch's t-test over the
 seeds, Holm-corrected for the number of variants compared, rejects "no
 difference" at alpha = 1 - report.confidence (see pipeline/stats.py).
 """
+
 import argparse
 import os
 from pathlib import Path
@@ -40,12 +41,12 @@ def comparisons(results, baseline, confidence):
     rows = []
     for name, r in results.items():
         if name != baseline:
-            rows.append({"variant": name, **welch(list(per_seed(r["metrics"], "test_acc").values()), base,
-                                                  confidence)})
+            rows.append({"variant": name, **welch(list(per_seed(r["metrics"], "test_acc").values()), base, confidence)})
     table = pd.DataFrame(rows, columns=["variant", "diff", "ci_low", "ci_high", "p"])
     table["p_holm"] = holm([None if pd.isna(p) else p for p in table["p"]])
-    table["verdict"] = [verdict(d, None if pd.isna(p) else p, 1 - confidence)
-                        for d, p in zip(table["diff"], table["p_holm"])]
+    table["verdict"] = [
+        verdict(d, None if pd.isna(p) else p, 1 - confidence) for d, p in zip(table["diff"], table["p_holm"])
+    ]
     return table.set_index("variant")
 
 
@@ -75,8 +76,10 @@ def _accuracy_cell(m, key):
 def verdict_line(name, baseline, row):
     if pd.isna(row["p"]):
         return f"- {name} − {baseline}: {_pt(row['diff'])} pt, {row['verdict']}"
-    return (f"- {name} − {baseline}: {_pt(row['diff'])} pt [{_pt(row['ci_low'])}, {_pt(row['ci_high'])}], "
-            f"p = {row['p']:.3g} (Welch), Holm-adjusted p = {row['p_holm']:.3g}: **{row['verdict']}**")
+    return (
+        f"- {name} − {baseline}: {_pt(row['diff'])} pt [{_pt(row['ci_low'])}, {_pt(row['ci_high'])}], "
+        f"p = {row['p']:.3g} (Welch), Holm-adjusted p = {row['p_holm']:.3g}: **{row['verdict']}**"
+    )
 
 
 def table(results, compared, baseline):
@@ -89,37 +92,61 @@ def table(results, compared, baseline):
         if name in compared.index:
             c = compared.loc[name]
             vs = f"{_pt(c['diff'])} pt" + ("" if pd.isna(c["p"]) else f", p = {c['p_holm']:.2g}, {c['verdict']}")
-        rows.append({"variant": name, "params": f"{m['parameters']:,}", "seeds": m["seeds"],
-                     "test acc mean ± std [CI]": _accuracy_cell(m, "test_acc"),
-                     "val acc": _accuracy_cell(m, "val_acc"), f"vs {baseline} (Holm)": vs,
-                     "best epochs": ", ".join(str(b) for b in best),
-                     "s/epoch": f"{m['seconds_per_epoch']:.2f}"})
+        rows.append(
+            {
+                "variant": name,
+                "params": f"{m['parameters']:,}",
+                "seeds": m["seeds"],
+                "test acc mean ± std [CI]": _accuracy_cell(m, "test_acc"),
+                "val acc": _accuracy_cell(m, "val_acc"),
+                f"vs {baseline} (Holm)": vs,
+                "best epochs": ", ".join(str(b) for b in best),
+                "s/epoch": f"{m['seconds_per_epoch']:.2f}",
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def report_text(results, baseline, confidence, threshold, rel_figures, figure_names):
     compared = comparisons(results, baseline, confidence)
     seeds = sorted({r["metrics"]["seeds"] for r in results.values()})
-    lines = ["# Variants compared", "",
-             f"Each variant trained with {' or '.join(map(str, seeds))} seed{'s' * (seeds != [1])} "
-             "(`train.seeds`); each seed's "
-             "checkpoint is the epoch with the lowest validation loss, scored once on the untouched test "
-             f"set. Accuracies: mean ± std over seeds [{confidence:.0%} t interval]. Differences: Welch's "
-             f"t-test against `{baseline}`, Holm-corrected for {len(compared)} comparison{'s' * (len(compared) != 1)} at "
-             f"alpha = {1 - confidence:.2g}.", "", "## Verdicts", ""]
+    lines = [
+        "# Variants compared",
+        "",
+        f"Each variant trained with {' or '.join(map(str, seeds))} seed{'s' * (seeds != [1])} "
+        "(`train.seeds`); each seed's "
+        "checkpoint is the epoch with the lowest validation loss, scored once on the untouched test "
+        f"set. Accuracies: mean ± std over seeds [{confidence:.0%} t interval]. Differences: Welch's "
+        f"t-test against `{baseline}`, Holm-corrected for {len(compared)} comparison{'s' * (len(compared) != 1)} at "
+        f"alpha = {1 - confidence:.2g}.",
+        "",
+        "## Verdicts",
+        "",
+    ]
     lines += [verdict_line(name, baseline, row) for name, row in compared.iterrows()]
-    lines += ["", "## Table", "", table(results, compared, baseline).to_markdown(index=False, disable_numparse=True), ""]
+    lines += [
+        "",
+        "## Table",
+        "",
+        table(results, compared, baseline).to_markdown(index=False, disable_numparse=True),
+        "",
+    ]
     single = [name for name, r in results.items() if r["metrics"]["seeds"] < 2]
     if single:
-        lines += [f"Note: {', '.join(single)} had one seed: no spread, so no interval and no test; "
-                  "list more seeds in `train.seeds`.", ""]
+        lines += [
+            f"Note: {', '.join(single)} had one seed: no spread, so no interval and no test; "
+            "list more seeds in `train.seeds`.",
+            "",
+        ]
     flagged = still_improving(results, threshold)
     lines += ["## Runs still improving at their last epoch", ""]
-    lines += [f"- {name} seed {seed}: val loss fell {drop:.1%} in epoch {epoch}, its last: "
-              "more epochs may help" for name, seed, epoch, drop in flagged] or [
-        f"None: no run's validation loss fell by more than {threshold:.1%} in its last epoch."]
-    lines += ["", "## Figures", ""] + [f"![{name}]({(rel_figures / f'{name}.png').as_posix()})"
-                                       for name in figure_names]
+    lines += [
+        f"- {name} seed {seed}: val loss fell {drop:.1%} in epoch {epoch}, its last: more epochs may help"
+        for name, seed, epoch, drop in flagged
+    ] or [f"None: no run's validation loss fell by more than {threshold:.1%} in its last epoch."]
+    lines += ["", "## Figures", ""] + [
+        f"![{name}]({(rel_figures / f'{name}.png').as_posix()})" for name in figure_names
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -154,8 +181,9 @@ def main():
     params = load_params(args.params)
     results = load_results(params["variants"], args.metrics, args.history)
     settings = params["report"]
-    text = write_report(results, settings["baseline"], settings["confidence"], settings["still_improving"],
-                        args.figures, args.report)
+    text = write_report(
+        results, settings["baseline"], settings["confidence"], settings["still_improving"], args.figures, args.report
+    )
     print(text.split("## Figures")[0])
 
 

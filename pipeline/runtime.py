@@ -1,4 +1,5 @@
 """The device choice, the thread count and the allocator."""
+
 import ctypes
 
 import torch

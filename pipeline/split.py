@@ -8,6 +8,7 @@ Writes:       <out>/{train,val,test}.pt ({images: uint8 [N,28,28], labels:
 Train and evaluate both read these files, so the model is chosen on the
 validation split and the test split is only ever scored.
 """
+
 import argparse
 from pathlib import Path
 
@@ -63,8 +64,7 @@ def stratified_split(labels, val_size, seed):
     return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
 
 
-def write_split(out, train_images, train_labels, test_images, test_labels, classes,
-                dataset, val_size, seed):
+def write_split(out, train_images, train_labels, test_images, test_labels, classes, dataset, val_size, seed):
     train_idx, val_idx = stratified_split(train_labels, val_size, seed)
     parts = {
         "train": (train_images[train_idx], train_labels[train_idx], train_idx),
@@ -72,12 +72,18 @@ def write_split(out, train_images, train_labels, test_images, test_labels, class
         "test": (test_images, test_labels, torch.arange(len(test_labels))),
     }
     for name, (images, labels, indices) in parts.items():
-        save_torch(split_file(out, name), {"images": images.clone(), "labels": labels.clone(),
-                                           "indices": indices.clone()})
-    write_json(Path(out) / "meta.json", {
-        "dataset": dataset, "classes": classes, "seed": seed,
-        "sizes": {name: len(part[1]) for name, part in parts.items()},
-    })
+        save_torch(
+            split_file(out, name), {"images": images.clone(), "labels": labels.clone(), "indices": indices.clone()}
+        )
+    write_json(
+        Path(out) / "meta.json",
+        {
+            "dataset": dataset,
+            "classes": classes,
+            "seed": seed,
+            "sizes": {name: len(part[1]) for name, part in parts.items()},
+        },
+    )
 
 
 def main():
@@ -91,8 +97,13 @@ def main():
     with atomic_path(args.out) as tmp:  # the folder appears whole or not at all
         tmp.unlink()
         tmp.mkdir()
-        write_split(tmp, *load_raw(args.raw, dataset), dataset=dataset,
-                    val_size=params["data"]["val_size"], seed=params["data"]["split_seed"])
+        write_split(
+            tmp,
+            *load_raw(args.raw, dataset),
+            dataset=dataset,
+            val_size=params["data"]["val_size"],
+            seed=params["data"]["split_seed"],
+        )
     print(f"split: {dataset} -> {args.out}")
 
 

@@ -9,6 +9,7 @@ correction keeps the chance of any false "better"/"worse" at alpha, and is
 uniformly more powerful than Bonferroni's.
 https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.ttest_ind.html
 """
+
 import numpy as np
 from scipy import stats
 

@@ -17,7 +17,7 @@ evaluate stage adds the test metrics to each child and the aggregated ones
 row per variant with its seeds folded under it. Tracking off
 (tracking.enabled: false) yields run objects that record nothing.
 """
-import fcntl
+
 import hashlib
 import os
 import subprocess
@@ -25,6 +25,8 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
+
+from filelock import FileLock
 
 from pipeline.errors import PipelineError
 
@@ -66,8 +68,7 @@ def resolved_params(params, variant):
 
 def git_commit():
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             cwd=repo_root(), timeout=10)
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=repo_root(), timeout=10)
         return out.stdout.strip() or "unknown"
     except OSError:
         return "unknown"
@@ -79,8 +80,7 @@ EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 def _experiment_id(mlflow, name, artifact_location):
     """Create the experiment once, under a lock (several stages may start at once)."""
-    with open(repo_root() / ".mlflow.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with FileLock(repo_root() / ".mlflow.lock", timeout=120):
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
             return mlflow.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
@@ -104,14 +104,20 @@ def open_store(params):
     try:
         return mlflow, _experiment_id(mlflow, params["tracking"]["experiment"], location)
     except Exception as e:
-        raise TrackingError(f"MLflow store {uri} cannot be used ({type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:200]}); set MLFLOW_TRACKING_URI to a "
-                            f"reachable store or tracking.enabled: false") from None
+        raise TrackingError(
+            f"MLflow store {uri} cannot be used ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}); set MLFLOW_TRACKING_URI to a "
+            f"reachable store or tracking.enabled: false"
+        ) from None
 
 
 def _tags(params, variant, stage):
-    tags = {"variant": variant, "dvc_stage": f"{stage}@{variant}", "git_commit": git_commit(),
-            "dataset": params["data"]["dataset"]}
+    tags = {
+        "variant": variant,
+        "dvc_stage": f"{stage}@{variant}",
+        "git_commit": git_commit(),
+        "dataset": params["data"]["dataset"],
+    }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
     return tags
@@ -131,9 +137,14 @@ class Run:
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self.mlflow.MlflowClient().log_batch(self.run_id, metrics=[
-                Metric(k, float(v), now, step) for k, v in metrics.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)])
+            self.mlflow.MlflowClient().log_batch(
+                self.run_id,
+                metrics=[
+                    Metric(k, float(v), now, step)
+                    for k, v in metrics.items()
+                    if isinstance(v, (int, float)) and not isinstance(v, bool)
+                ],
+            )
 
     def log_artifact(self, path):
         if self.mlflow:
@@ -159,24 +170,30 @@ class Run:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
             with warnings.catch_warnings():  # "source can be interpreted in multiple ways": both local
                 warnings.simplefilter("ignore", UserWarning)
-                data = mlflow.data.from_numpy(images.reshape(len(images), -1).numpy(),
-                                              targets=labels.numpy(), source=str(path.resolve()),
-                                              name=f"{dataset}-{split}", digest=digest)
+                data = mlflow.data.from_numpy(
+                    images.reshape(len(images), -1).numpy(),
+                    targets=labels.numpy(),
+                    source=str(path.resolve()),
+                    name=f"{dataset}-{split}",
+                    digest=digest,
+                )
             self.mlflow.log_input(data, context=split)
 
     def log_model(self, model, example):
         """The model (of the active run) with a signature; an example batch of >= 2 keeps the batch dim free."""
         if self.mlflow:
             import mlflow.pytorch
-
             import torch
 
             model = model.cpu().eval()
             # Naming the requirement skips MLflow's inference of it, which loads
             # the model in a subprocess: ~6 s per model on 2 cores.
-            mlflow.pytorch.log_model(model, name="model",
-                                     input_example=example.cpu().contiguous().numpy(),
-                                     pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"])
+            mlflow.pytorch.log_model(
+                model,
+                name="model",
+                input_example=example.cpu().contiguous().numpy(),
+                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+            )
 
 
 @contextmanager

@@ -13,6 +13,7 @@ the thread count, never on which worker ran it or in what order. DVC runs one
 stage at a time, so a stage that holds all of a variant's seeds is the only
 place where both cores can train at once (docs in README, "Speed").
 """
+
 import argparse
 import concurrent.futures
 import copy
@@ -42,13 +43,19 @@ OPTIMIZERS = {
 # Per-batch schedules (onecycle, cosine) get the total step count; they end at ~0 lr.
 SCHEDULERS = {
     "onecycle": lambda o, t, steps: torch.optim.lr_scheduler.OneCycleLR(
-        o, max_lr=t["lr"], total_steps=steps, pct_start=t["scheduler_warmup"],
-        cycle_momentum=t["optimizer"] in ("sgd", "rmsprop") and t["momentum"] > 0),
+        o,
+        max_lr=t["lr"],
+        total_steps=steps,
+        pct_start=t["scheduler_warmup"],
+        cycle_momentum=t["optimizer"] in ("sgd", "rmsprop") and t["momentum"] > 0,
+    ),
     "cosine": lambda o, t, steps: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps),
     "plateau": lambda o, t, steps: torch.optim.lr_scheduler.ReduceLROnPlateau(
-        o, mode="min", factor=t["scheduler_factor"], patience=t["scheduler_patience"], eps=0.0),
+        o, mode="min", factor=t["scheduler_factor"], patience=t["scheduler_patience"], eps=0.0
+    ),
     "step": lambda o, t, steps: torch.optim.lr_scheduler.StepLR(
-        o, step_size=t["scheduler_step_size"], gamma=t["scheduler_factor"]),
+        o, step_size=t["scheduler_step_size"], gamma=t["scheduler_factor"]
+    ),
     "exponential": lambda o, t, steps: torch.optim.lr_scheduler.ExponentialLR(o, gamma=t["scheduler_factor"]),
     "none": lambda o, t, steps: None,
 }
@@ -59,33 +66,52 @@ def make_optimizer(model, train_params, weight_decay):
     return OPTIMIZERS[train_params["optimizer"]](model.parameters(), train_params, weight_decay)
 
 
-def fit(model, optimizer, scheduler, train_xy, val_xy, train_params, generator,
-        name="model", on_epoch=lambda record: None):
+def fit(
+    model, optimizer, scheduler, train_xy, val_xy, train_params, generator, name="model", on_epoch=lambda record: None
+):
     """Train until train.epochs or early stop; return (best state, best epoch, history)."""
     best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
     per_batch = scheduler if train_params["scheduler"] in PER_BATCH else None
-    bar = tqdm(range(1, train_params["epochs"] + 1), desc=f"train {name}", unit="epoch",
-               disable=None)  # None: a bar on a terminal, nothing in a log file
+    bar = tqdm(
+        range(1, train_params["epochs"] + 1), desc=f"train {name}", unit="epoch", disable=None
+    )  # None: a bar on a terminal, nothing in a log file
     for epoch in bar:
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(model, optimizer, *train_xy, train_params["batch_size"],
-                                                generator, train_params["hflip"], train_params["shift"],
-                                                per_batch)
+        train_loss, train_acc = train_one_epoch(
+            model,
+            optimizer,
+            *train_xy,
+            train_params["batch_size"],
+            generator,
+            train_params["hflip"],
+            train_params["shift"],
+            per_batch,
+        )
         val_loss, val_acc = loss_and_accuracy(predict(model, val_xy[0], 1024), val_xy[1])
-        record = {"epoch": epoch, "train_loss": train_loss, "train_acc": train_acc, "val_loss": val_loss,
-                  "val_acc": val_acc, "lr": lr, "seconds": time.perf_counter() - start}
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+            "seconds": time.perf_counter() - start,
+        }
         if not math.isfinite(train_loss + val_loss):
-            raise PipelineError(f"{name}: the loss diverged (not finite) in epoch {epoch}; "
-                                f"lower train.lr (now {train_params['lr']})")
+            raise PipelineError(
+                f"{name}: the loss diverged (not finite) in epoch {epoch}; lower train.lr (now {train_params['lr']})"
+            )
         history.append(record)
         on_epoch(record)
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
         if bar.disable:
-            print(f"{name} epoch {epoch:3d}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-                  f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.3g}  {record['seconds']:.1f}s",
-                  flush=True)
+            print(
+                f"{name} epoch {epoch:3d}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+                f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.3g}  {record['seconds']:.1f}s",
+                flush=True,
+            )
         else:
             bar.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
         if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
@@ -121,16 +147,26 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
     label = f"{name}/seed{seed}"
     with tracking.seed_run(params, name, seed, parent_run_id) as run:
         if run.mlflow:
-            for split, (images, labels) in {"train": (train_images, train_labels),
-                                            "val": (val_images, val_labels)}.items():
+            for split, (images, labels) in {
+                "train": (train_images, train_labels),
+                "val": (val_images, val_labels),
+            }.items():
                 run.log_dataset(split_dir, split, images, labels, params["data"]["dataset"])
-        best_state, best_epoch, history = fit(model, optimizer, scheduler, train_xy, val_xy, train_params,
-                                              generator, label, on_epoch=run.log_epoch)
+        best_state, best_epoch, history = fit(
+            model, optimizer, scheduler, train_xy, val_xy, train_params, generator, label, on_epoch=run.log_epoch
+        )
         checkpoint = {
-            "variant": name, "seed": seed, "variant_params": variant, "model_params": model_params,
-            "state_dict": best_state, "normalisation": [mean, std], "best_epoch": best_epoch,
-            "epochs_run": len(history), "parameters": count_parameters(model),
-            "mlflow_run_id": run.run_id, "mlflow_parent_run_id": parent_run_id,
+            "variant": name,
+            "seed": seed,
+            "variant_params": variant,
+            "model_params": model_params,
+            "state_dict": best_state,
+            "normalisation": [mean, std],
+            "best_epoch": best_epoch,
+            "epochs_run": len(history),
+            "parameters": count_parameters(model),
+            "mlflow_run_id": run.run_id,
+            "mlflow_parent_run_id": parent_run_id,
         }
         if seed == train_params["seeds"][0]:
             model.load_state_dict(best_state)
@@ -155,8 +191,12 @@ def wide_history(histories):
         for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
             row[key] = sum(r[key] for r in records.values()) / len(records)
         for seed, record in records.items():
-            row.update({f"{key}_seed{seed}": record[key]
-                        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")})
+            row.update(
+                {
+                    f"{key}_seed{seed}": record[key]
+                    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+                }
+            )
         rows.append(row)
     return rows
 

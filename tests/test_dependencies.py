@@ -4,13 +4,13 @@ A module a stage imports but does not depend on is a stale-result bug: change
 it and `dvc status` still says "up to date". The import closure is computed
 from the source (ast), so it cannot drift from the code.
 """
+
 import ast
 import re
 
 import pytest
 import yaml
-
-from conftest import ROOT
+from helpers import ROOT
 
 STAGES = ("download", "split", "train", "evaluate", "report")
 # Imported by stages, but never change a result, so that changing them re-runs nothing:

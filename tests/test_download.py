@@ -1,11 +1,12 @@
 """Stage download against real IDX files: a local folder, a loopback HTTP server, Debian's copy."""
+
 from pathlib import Path
 
 import pytest
 import torch
+from helpers import serve_folder, write_idx_folder
 from torchvision.datasets import FashionMNIST
 
-from conftest import serve_folder, write_idx_folder
 from pipeline.download import RAW_SHA256, DataError, download
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
@@ -29,15 +30,15 @@ def test_local_folder_gives_files_torchvision_loads(idx_folder, tmp_path):
 
 def test_uncompressed_local_files_work_too(tmp_path):
     sums = write_idx_folder(tmp_path / "plain", gz=False)
-    out = download("FashionMNIST", [str(tmp_path / "plain")], tmp_path / "raw", True,
-                   pinned={"FashionMNIST": sums})
+    out = download("FashionMNIST", [str(tmp_path / "plain")], tmp_path / "raw", True, pinned={"FashionMNIST": sums})
     assert len(FashionMNIST(out, train=False, download=False)) == 200
 
 
 def test_loopback_http_mirror_after_a_missing_folder(http_mirror, tmp_path):
     url, sums = http_mirror
-    out = download("FashionMNIST", [str(tmp_path / "absent"), url], tmp_path / "raw", True,
-                   pinned={"FashionMNIST": sums})
+    out = download(
+        "FashionMNIST", [str(tmp_path / "absent"), url], tmp_path / "raw", True, pinned={"FashionMNIST": sums}
+    )
     assert len(FashionMNIST(out, train=True, download=False)) == 600
 
 
@@ -46,6 +47,7 @@ def test_corrupt_file_gives_checksum_error_and_no_output(idx_folder, http_mirror
     url, _ = http_mirror
     path = folder / "train-images-idx3-ubyte.gz"
     import gzip
+
     data = bytearray(gzip.decompress(path.read_bytes()))
     data[5000] ^= 0xFF  # one flipped pixel
     path.write_bytes(gzip.compress(bytes(data)))
@@ -75,8 +77,10 @@ def test_refused_url_is_listed_with_the_way_to_get_the_data(tmp_path):
     assert "apt-get install dataset-fashion-mnist" in str(error.value)
 
 
-@pytest.mark.skipif(not DEBIAN.is_dir(), reason="Debian's dataset-fashion-mnist is not installed "
-                                                "(`make test` installs it when run as root)")
+@pytest.mark.skipif(
+    not DEBIAN.is_dir(),
+    reason="Debian's dataset-fashion-mnist is not installed (`make test` installs it when run as root)",
+)
 def test_debian_files_match_the_pinned_sums(tmp_path):
     out = download("FashionMNIST", [str(DEBIAN)], tmp_path / "raw", True)
     test = FashionMNIST(out, train=False, download=False)

@@ -1,12 +1,13 @@
 """DVC's experiment workflow for real: a queued grid, a bad -S value, the run-cache, retraining."""
+
 import json
 import re
 import time
 
 import mlflow
 import pytest
+from helpers import make_project, run, shrunk_params, stop_queue_workers, write_idx_folder
 
-from conftest import make_project, run, shrunk_params, stop_queue_workers, write_idx_folder
 from pipeline.compare import rank
 
 pytestmark = pytest.mark.slow
@@ -35,16 +36,20 @@ def wait_for_queue(repo, env, timeout=400):
         if not re.search(r"\b(Queued|Running)\b", status):
             return status
         time.sleep(2)
-    logs = "\n".join(f"== {f.name}\n{f.read_text()[-3000:]}"
-                     for f in sorted((repo / ".dvc/tmp/exps/celery").glob("*.out")))
+    logs = "\n".join(
+        f"== {f.name}\n{f.read_text()[-3000:]}" for f in sorted((repo / ".dvc/tmp/exps/celery").glob("*.out"))
+    )
     raise AssertionError(f"queue not done in {timeout} s:\n{status}\n{logs}")
 
 
 def test_queued_grid_and_a_bad_value(project):
     repo, env = project
     params_before = (repo / "params.yaml").read_bytes()
-    run(["dvc", "exp", "run", "--queue", "-S", "model.dropout=0.1,0.2",
-         "-S", "variants.dropout.batchnorm=true,false"], repo, env)
+    run(
+        ["dvc", "exp", "run", "--queue", "-S", "model.dropout=0.1,0.2", "-S", "variants.dropout.batchnorm=true,false"],
+        repo,
+        env,
+    )
     run(["dvc", "exp", "run", "--queue", "--name", "banana", "-S", "model.activation=banana"], repo, env)
     run(["dvc", "queue", "start", "-j", "2"], repo, env)
     status = wait_for_queue(repo, env)
@@ -56,11 +61,19 @@ def test_queued_grid_and_a_bad_value(project):
     assert (repo / "params.yaml").read_bytes() == params_before
 
     rows = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
-    done = [exp["revs"][0] for commit in rows for exp in (commit.get("experiments") or [])
-            if exp["revs"][0]["data"].get("metrics") and not exp["revs"][0].get("error")]
-    combos = {(str(e["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]),
-               str(e["data"]["params"]["params.yaml"]["data"]["variants"]["dropout"]["batchnorm"]).lower())
-              for e in done}
+    done = [
+        exp["revs"][0]
+        for commit in rows
+        for exp in (commit.get("experiments") or [])
+        if exp["revs"][0]["data"].get("metrics") and not exp["revs"][0].get("error")
+    ]
+    combos = {
+        (
+            str(e["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]),
+            str(e["data"]["params"]["params.yaml"]["data"]["variants"]["dropout"]["batchnorm"]).lower(),
+        )
+        for e in done
+    }
     assert combos == set(GRID)
     names = {e["name"] for e in done}
 
@@ -72,7 +85,8 @@ def test_queued_grid_and_a_bad_value(project):
     for r in queued_runs:
         by_exp.setdefault(r.data.tags["dvc_exp_name"], []).append(r.info.run_name)
     assert {n: sorted(v) for n, v in by_exp.items() if n in names} == {
-        n: ["train@dropout", "train@dropout/seed0", "train@dropout/seed1"] for n in names}
+        n: ["train@dropout", "train@dropout/seed0", "train@dropout/seed1"] for n in names
+    }
     for r in queued_runs:
         assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
         if "/seed" not in r.info.run_name:  # the variant's parent run keeps the params file
@@ -80,6 +94,7 @@ def test_queued_grid_and_a_bad_value(project):
 
     # the compare command ranks the four configurations
     import dvc.api
+
     ranked, changed = rank(dvc.api.exp_show(repo=str(repo)), variant="dropout")
     assert changed == ["model.dropout", "variants.dropout.batchnorm"]
     assert len(ranked) >= 4 and ranked[0]["val_acc"] >= ranked[-1]["val_acc"]
@@ -103,5 +118,4 @@ def test_retraining_gives_bit_identical_metrics(project):
     after = json.loads((repo / "metrics/vanilla.json").read_text())
     timing = {"latency_ms_per_batch", "seconds_per_epoch"}
     assert before["seeds"] == 2 and "test_acc_seed1" in before
-    assert {k: v for k, v in after.items() if k not in timing} == \
-           {k: v for k, v in before.items() if k not in timing}
+    assert {k: v for k, v in after.items() if k not in timing} == {k: v for k, v in before.items() if k not in timing}

@@ -1,4 +1,5 @@
 """Atomic, reproducible writes."""
+
 import pytest
 import torch
 

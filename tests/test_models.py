@@ -1,9 +1,10 @@
 """Models against oracles: the hand-counted LeNet-5 size, output shapes, the MLP's size."""
+
 import pytest
 import torch
+from helpers import ROOT
 
-from conftest import ROOT
-from pipeline.models import ACTIVATIONS, build_lenet5, build_model, count_parameters
+from pipeline.models import ACTIVATIONS, LeNet5, build_model, count_parameters
 from pipeline.params import ACTIVATIONS as ACTIVATION_NAMES
 from pipeline.params import load_params
 
@@ -15,12 +16,12 @@ LENET5_HAND_COUNT = 156 + 2416 + 48120 + 10164 + 850
 
 def test_lenet5_parameter_count_matches_hand_count():
     assert LENET5_HAND_COUNT == 61706
-    assert count_parameters(build_lenet5("relu", batchnorm=False, dropout=0.0)) == LENET5_HAND_COUNT
+    assert count_parameters(LeNet5("relu", batchnorm=False, dropout=0.0)) == LENET5_HAND_COUNT
 
 
 def test_batchnorm_adds_two_parameters_per_channel():
     extra = 2 * (6 + 16 + 120 + 84)
-    assert count_parameters(build_lenet5("relu", batchnorm=True, dropout=0.0)) == LENET5_HAND_COUNT + extra
+    assert count_parameters(LeNet5("relu", batchnorm=True, dropout=0.0)) == LENET5_HAND_COUNT + extra
 
 
 def test_mlp_is_within_one_percent_of_lenet5():
@@ -41,6 +42,43 @@ def test_every_activation_name_has_a_module():
 def test_dropout_variant_has_dropout_layers_at_the_configured_rate():
     model = build_model(PARAMS["variants"]["dropout"], PARAMS["model"])
     rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    assert rates == [PARAMS["model"]["dropout"]] * 2
+    assert rates == [PARAMS["model"]["dropout"]]  # one module, applied after fc1 and fc2
     vanilla = build_model(PARAMS["variants"]["vanilla"], PARAMS["model"])
     assert not [m for m in vanilla.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+@pytest.mark.parametrize("batchnorm, dropout", [(False, 0.0), (True, 0.0), (False, 0.3)])
+def test_lenet5_is_the_textbook_layer_stack(batchnorm, dropout):
+    """The oracle: LeNet-5 written as a plain nn.Sequential; same seed, same weights, same logits."""
+    nn = torch.nn
+    bn2, bn1 = (nn.BatchNorm2d, nn.BatchNorm1d) if batchnorm else (lambda c: nn.Identity(),) * 2
+    torch.manual_seed(0)
+    stack = nn.Sequential(
+        nn.Conv2d(1, 6, 5),
+        bn2(6),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5),
+        bn2(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(400, 120),
+        bn1(120),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(120, 84),
+        bn1(84),
+        nn.ReLU(),
+        nn.Dropout(dropout),
+        nn.Linear(84, 10),
+    ).eval()
+    torch.manual_seed(0)
+    model = LeNet5("relu", batchnorm, dropout, fast_pool=False).eval()
+    assert all(torch.equal(a, b) for a, b in zip(stack.parameters(), model.parameters(), strict=True))
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(stack(x), model(x))
+    assert [k for k in model.state_dict() if k.endswith("weight")][:2] == [
+        "conv1.weight",
+        "bn1.weight" if batchnorm else "conv2.weight",
+    ]

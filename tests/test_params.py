@@ -1,10 +1,11 @@
 """params.yaml validation: the real file passes; each kind of mistake names its key."""
+
 import copy
 
 import pytest
 import yaml
+from helpers import ROOT
 
-from conftest import ROOT
 from pipeline.params import ParamsError, load_params, validate
 
 REAL = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -31,33 +32,39 @@ def broken(path, value):
 DELETE = object()
 
 
-@pytest.mark.parametrize("path, value, message", [
-    (("train", "lr"), DELETE, "missing key train.lr"),
-    (("train", "lrr"), 0.1, "unknown key train.lrr"),
-    (("train", "lr"), 0.0, "train.lr must be in (0"),
-    (("train", "lr"), -1, "train.lr must be in (0"),
-    (("train", "lr"), "5e-4", "train.lr must be a number, got '5e-4' (YAML reads 5e-4 as text"),
-    (("train", "epochs"), 2.5, "train.epochs must be an integer"),
-    (("train", "epochs"), True, "train.epochs must be an integer"),
-    (("model", "dropout"), 1.0, "model.dropout must be in [0, 1)"),
-    (("model", "activation"), "banana", "model.activation must be one of relu, tanh"),
-    (("train", "optimizer"), "lbfgs", "train.optimizer must be one of sgd, adam, adamw, rmsprop"),
-    (("train", "scheduler"), "cyclic", "train.scheduler must be one of onecycle, cosine, plateau"),
-    (("train", "seeds"), [], "train.seeds must be a non-empty list, got []"),
-    (("train", "seeds"), [0, 1, 1], "train.seeds must list each value once; 1 appears 2 times in [0, 1, 1]"),
-    (("train", "seeds"), [0, -1], "train.seeds[1] must be >= 0, got -1"),
-    (("train", "seeds"), 3, "train.seeds must be a non-empty list, got 3"),
-    (("report", "baseline"), "lenet", "report.baseline must name a variant (vanilla, batchnorm"),
-    (("report", "confidence"), 1.0, "report.confidence must be in (0, 1)"),
-    (("data", "split_seed"), DELETE, "missing key data.split_seed"),
-    (("data", "dataset"), "CIFAR10", "data.dataset must be one of FashionMNIST"),
-    (("variants", "vanilla", "arch"), "resnet", "variants.vanilla.arch must be one of lenet5, mlp"),
-    (("variants", "vanilla", "colour"), "red", "unknown key variants.vanilla.colour"),
-    (("variants", "my-variant"), dict(REAL["variants"]["vanilla"]), "variants.my-variant: a name"),
-    (("variants", "vanilla", "dropout"), True, "variants.vanilla.uses is 'model.activation' but the "
-                                               "variant reads model.dropout"),
-    (("surprise",), 1, "unknown key surprise"),
-])
+@pytest.mark.parametrize(
+    "path, value, message",
+    [
+        (("train", "lr"), DELETE, "missing key train.lr"),
+        (("train", "lrr"), 0.1, "unknown key train.lrr"),
+        (("train", "lr"), 0.0, "train.lr must be in (0"),
+        (("train", "lr"), -1, "train.lr must be in (0"),
+        (("train", "lr"), "5e-4", "train.lr must be a number, got '5e-4' (YAML reads 5e-4 as text"),
+        (("train", "epochs"), 2.5, "train.epochs must be an integer"),
+        (("train", "epochs"), True, "train.epochs must be an integer"),
+        (("model", "dropout"), 1.0, "model.dropout must be in [0, 1)"),
+        (("model", "activation"), "banana", "model.activation must be one of relu, tanh"),
+        (("train", "optimizer"), "lbfgs", "train.optimizer must be one of sgd, adam, adamw, rmsprop"),
+        (("train", "scheduler"), "cyclic", "train.scheduler must be one of onecycle, cosine, plateau"),
+        (("train", "seeds"), [], "train.seeds must be a non-empty list, got []"),
+        (("train", "seeds"), [0, 1, 1], "train.seeds must list each value once; 1 appears 2 times in [0, 1, 1]"),
+        (("train", "seeds"), [0, -1], "train.seeds[1] must be >= 0, got -1"),
+        (("train", "seeds"), 3, "train.seeds must be a non-empty list, got 3"),
+        (("report", "baseline"), "lenet", "report.baseline must name a variant (vanilla, batchnorm"),
+        (("report", "confidence"), 1.0, "report.confidence must be in (0, 1)"),
+        (("data", "split_seed"), DELETE, "missing key data.split_seed"),
+        (("data", "dataset"), "CIFAR10", "data.dataset must be one of FashionMNIST"),
+        (("variants", "vanilla", "arch"), "resnet", "variants.vanilla.arch must be one of lenet5, mlp"),
+        (("variants", "vanilla", "colour"), "red", "unknown key variants.vanilla.colour"),
+        (("variants", "my-variant"), dict(REAL["variants"]["vanilla"]), "variants.my-variant: a name"),
+        (
+            ("variants", "vanilla", "dropout"),
+            True,
+            "variants.vanilla.uses is 'model.activation' but the variant reads model.dropout",
+        ),
+        (("surprise",), 1, "unknown key surprise"),
+    ],
+)
 def test_bad_params_name_the_key(path, value, message):
     with pytest.raises(ParamsError) as error:
         validate(broken(path, value))
@@ -78,14 +85,30 @@ def test_stage_exits_2_with_one_line(tmp_path):
 
     bad = broken(("model", "activation"), "banana")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
-    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--params", str(tmp_path / "params.yaml"),
-                             "--variant", "vanilla", "--split", "x", "--model", str(tmp_path / "m.pt"),
-                             "--history", str(tmp_path / "h.json")],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.train",
+            "--params",
+            str(tmp_path / "params.yaml"),
+            "--variant",
+            "vanilla",
+            "--split",
+            "x",
+            "--model",
+            str(tmp_path / "m.pt"),
+            "--history",
+            str(tmp_path / "h.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        "error: model.activation must be one of relu, tanh, sigmoid, selu, leaky_relu, elu, prelu; "
-        "got 'banana'"]
+        "error: model.activation must be one of relu, tanh, sigmoid, selu, leaky_relu, elu, prelu; got 'banana'"
+    ]
     assert not (tmp_path / "m.pt").exists()
 
 
@@ -93,11 +116,28 @@ def test_missing_input_file_is_one_line_naming_it(tmp_path):
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-m", "pipeline.train", "--params", str(ROOT / "params.yaml"),
-                             "--variant", "vanilla", "--split", str(tmp_path / "nowhere"),
-                             "--model", str(tmp_path / "m.pt"), "--history", str(tmp_path / "h.json")],
-                            cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.train",
+            "--params",
+            str(ROOT / "params.yaml"),
+            "--variant",
+            "vanilla",
+            "--split",
+            str(tmp_path / "nowhere"),
+            "--model",
+            str(tmp_path / "m.pt"),
+            "--history",
+            str(tmp_path / "h.json"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
-        f"error: {tmp_path / 'nowhere' / 'train.pt'}: no such file; the earlier stages make it (dvc repro)"]
+        f"error: {tmp_path / 'nowhere' / 'train.pt'}: no such file; the earlier stages make it (dvc repro)"
+    ]
     assert not (tmp_path / "m.pt").exists()

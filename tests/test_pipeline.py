@@ -1,13 +1,13 @@
 """The real `dvc repro` and `dvc exp run` in a temp git repo, on synthetic IDX files."""
+
 import json
 import re
 import statistics
 
 import pytest
 import torch
+from helpers import make_project, run, serve_folder, shrunk_params, write_idx_folder
 from scipy import stats as scipy_stats
-
-from conftest import make_project, run, serve_folder, shrunk_params, write_idx_folder
 
 pytestmark = pytest.mark.slow
 VARIANTS = ["vanilla", "batchnorm", "dropout", "weight_decay", "mlp"]
@@ -44,8 +44,9 @@ def test_repro_writes_every_output(reproduced):
             assert metrics[f"{key}_mean"] == pytest.approx(statistics.mean(seeds))
             assert metrics[f"{key}_std"] == pytest.approx(statistics.stdev(seeds))
             if metrics[f"{key}_std"] > 0:  # the interval: scipy's t with n - 1 = 1 degree of freedom
-                low, high = scipy_stats.t.interval(0.95, 1, loc=statistics.mean(seeds),
-                                                   scale=statistics.stdev(seeds) / 2 ** 0.5)
+                low, high = scipy_stats.t.interval(
+                    0.95, 1, loc=statistics.mean(seeds), scale=statistics.stdev(seeds) / 2**0.5
+                )
                 assert (metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"]) == pytest.approx((low, high))
         assert set(metrics) >= {"parameters", "latency_ms_per_batch", "best_epoch_seed0", "seconds_per_epoch"}
         assert metrics["test_acc_mean"] > 0.2, "two epochs on the synthetic blocks beat chance (0.1)"
@@ -58,10 +59,15 @@ def test_repro_writes_every_output(reproduced):
     report = (repo / "report.md").read_text()
     assert all(re.search(rf"^\| {name} +\| ", report, re.M) for name in VARIANTS)
     for name in set(VARIANTS) - {"vanilla"}:
-        assert re.search(rf"^- {name} − vanilla: [+-]\d+\.\d\d pt \[.*\], p = .* \(Welch\), Holm-adjusted p = ",
-                         report, re.M), report
+        assert re.search(
+            rf"^- {name} − vanilla: [+-]\d+\.\d\d pt \[.*\], p = .* \(Welch\), Holm-adjusted p = ", report, re.M
+        ), report
     assert sorted(p.name for p in (repo / "plots/figures").iterdir()) == [
-        "accuracy_curves.png", "loss_curves.png", "test_accuracy.png", "val_accuracy.png"]
+        "accuracy_curves.png",
+        "loss_curves.png",
+        "test_accuracy.png",
+        "val_accuracy.png",
+    ]
 
 
 def test_metrics_show_has_one_row_per_variant(reproduced):
@@ -112,7 +118,8 @@ def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
         assert parent.data.metrics["test_acc_mean"] == pytest.approx(metrics["test_acc_mean"])
         assert parent.data.metrics["test_acc_ci_high"] == pytest.approx(metrics["test_acc_ci_high"])
         assert {"params.yaml", "history.json", f"{name}.json", "confusion_matrix.png", "acc_curves.png"} <= {
-            a.path for a in client.list_artifacts(parent.info.run_id)}
+            a.path for a in client.list_artifacts(parent.info.run_id)
+        }
         for seed in (0, 1):
             child = by_name[f"train@{name}/seed{seed}"]
             assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
@@ -120,8 +127,7 @@ def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
             assert child.data.metrics["test_acc"] == pytest.approx(metrics[f"test_acc_seed{seed}"])
             history = client.get_metric_history(child.info.run_id, "val_acc")
             assert [m.step for m in history] == list(range(1, metrics[f"epochs_run_seed{seed}"] + 1))
-            assert {i.dataset.name for i in child.inputs.dataset_inputs} == {"FashionMNIST-train",
-                                                                            "FashionMNIST-val"}
+            assert {i.dataset.name for i in child.inputs.dataset_inputs} == {"FashionMNIST-train", "FashionMNIST-val"}
     # the first seed's logged model, loaded back, scores what DVC recorded, in batches of 8
     checkpoint = torch.load(repo / "data/models/dropout/seed0.pt", weights_only=True)
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")

@@ -1,4 +1,5 @@
 """pipeline.pool's kernel against the oracle: PyTorch's nn.ReLU + nn.MaxPool2d, bit for bit."""
+
 import os
 import subprocess
 import sys
@@ -6,9 +7,9 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import ROOT
 
-from conftest import ROOT
-from pipeline.models import build_lenet5
+from pipeline.models import LeNet5
 from pipeline.pool import MaxPool2x2
 
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
@@ -68,10 +69,11 @@ def test_other_dtypes_fall_back_to_pytorch():
 def test_lenet5_with_the_kernel_equals_the_textbook_layers(batchnorm, activation):
     """Same seed, same weights; the same logits, loss and gradients, bit for bit."""
     torch.manual_seed(0)
-    textbook = build_lenet5(activation, batchnorm, dropout=0.0, fast_pool=False).to(memory_format=torch.channels_last)
+    textbook = LeNet5(activation, batchnorm, dropout=0.0, fast_pool=False).to(memory_format=torch.channels_last)
     torch.manual_seed(0)
-    ours = build_lenet5(activation, batchnorm, dropout=0.0, fast_pool=True).to(memory_format=torch.channels_last)
+    ours = LeNet5(activation, batchnorm, dropout=0.0, fast_pool=True).to(memory_format=torch.channels_last)
     assert not any(isinstance(m, torch.nn.MaxPool2d) for m in ours.modules())
+    assert list(ours.state_dict()) == list(textbook.state_dict())  # a checkpoint loads into either
     x = torch.randn(32, 1, 32, 32, generator=torch.Generator().manual_seed(2))
     labels = torch.arange(32) % 10
     for model in (textbook, ours):
@@ -83,8 +85,8 @@ def test_lenet5_with_the_kernel_equals_the_textbook_layers(batchnorm, activation
 
 def test_torch_export_traces_pytorchs_layers():
     """MLflow logs models through torch.export, which can't trace the kernel."""
-    model = build_lenet5("relu", batchnorm=False, dropout=0.0, fast_pool=True).eval()
-    x = torch.randn(2, 1, 32, 32)
+    model = LeNet5("relu", batchnorm=False, dropout=0.0, fast_pool=True).eval()
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(3))
     exported = torch.export.export(model, (x,))
     assert "max_pool2d" in str(exported.graph)
     assert torch.equal(exported.module()(x), model(x))
@@ -100,14 +102,16 @@ def test_one_thread_stays_one_thread():
     """
     code = (
         "import torch\n"
-        "from pipeline.models import build_lenet5\n"
+        "from pipeline.models import LeNet5\n"
         "torch.set_num_threads(1)\n"
-        "model = build_lenet5('relu', batchnorm=False, dropout=0.0).to(memory_format=torch.channels_last)\n"
+        "model = LeNet5('relu', batchnorm=False, dropout=0.0).to(memory_format=torch.channels_last)\n"
         "x = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)\n"
         "for _ in range(3):\n"
         "    model(x).sum().backward()\n"
-        "print(torch.get_num_threads())\n")
+        "print(torch.get_num_threads())\n"
+    )
     env = {**os.environ, "NUMBA_NUM_THREADS": "2"}  # a pool of two exists: it must stay unused
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True
+    ).stdout
     assert out.strip() == "1"

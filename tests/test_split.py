@@ -1,4 +1,5 @@
 """The split: stratified, disjoint, complete, exactly val_size, fixed by the seed alone."""
+
 import pytest
 import torch
 
@@ -8,7 +9,9 @@ from pipeline.split import stratified_split
 
 def labels_with_imbalance():
     counts = [600, 500, 700, 300, 650, 550, 400, 450, 620, 230]
-    return torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])[torch.randperm(5000)]
+    return torch.cat([torch.full((n,), c) for c, n in enumerate(counts)])[
+        torch.randperm(5000, generator=torch.Generator().manual_seed(0))
+    ]
 
 
 def test_split_is_disjoint_complete_and_sized():

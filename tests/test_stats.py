@@ -1,4 +1,5 @@
 """Statistics over seeds against hand-computed values, and the report's words built from them."""
+
 import math
 import re
 from pathlib import Path
@@ -39,16 +40,23 @@ def test_welch_by_hand():
 
 def test_welch_undefined_without_two_seeds_or_spread():
     assert welch([0.9], [0.8, 0.81], 0.95)["p"] is None
-    assert welch([0.9, 0.9], [0.8, 0.8], 0.95) == {"diff": pytest.approx(0.1), "ci_low": None,
-                                                   "ci_high": None, "p": None}
+    assert welch([0.9, 0.9], [0.8, 0.8], 0.95) == {
+        "diff": pytest.approx(0.1),
+        "ci_low": None,
+        "ci_high": None,
+        "p": None,
+    }
 
 
-@pytest.mark.parametrize("pvalues, adjusted", [
-    ([0.01, 0.04, None, 0.03], [0.03, 0.06, None, 0.06]),  # 3 x 0.01; 2 x 0.03; max(0.06, 1 x 0.04)
-    ([0.5, 0.001, 0.02], [0.5, 0.003, 0.04]),
-    ([0.6, 0.7], [1.0, 1.0]),                                # capped at 1
-    ([], []),
-])
+@pytest.mark.parametrize(
+    "pvalues, adjusted",
+    [
+        ([0.01, 0.04, None, 0.03], [0.03, 0.06, None, 0.06]),  # 3 x 0.01; 2 x 0.03; max(0.06, 1 x 0.04)
+        ([0.5, 0.001, 0.02], [0.5, 0.003, 0.04]),
+        ([0.6, 0.7], [1.0, 1.0]),  # capped at 1
+        ([], []),
+    ],
+)
 def test_holm_by_hand(pvalues, adjusted):
     assert holm(pvalues) == pytest.approx(adjusted) if adjusted else holm(pvalues) == []
 
@@ -64,31 +72,52 @@ def results_from(accuracies, epochs=3):
     """{variant: {metrics, history}} as evaluate and train write them, from {variant: [test acc per seed]}."""
     results = {}
     for name, accs in accuracies.items():
-        per_seed = {seed: {"test_acc": acc, "val_acc": acc, "train_acc": acc, "test_loss": 1 - acc,
-                           "val_loss": 1 - acc, "train_loss": 1 - acc, "best_epoch": epochs, "epochs_run": epochs}
-                    for seed, acc in enumerate(accs)}
+        per_seed = {
+            seed: {
+                "test_acc": acc,
+                "val_acc": acc,
+                "train_acc": acc,
+                "test_loss": 1 - acc,
+                "val_loss": 1 - acc,
+                "train_loss": 1 - acc,
+                "best_epoch": epochs,
+                "epochs_run": epochs,
+            }
+            for seed, acc in enumerate(accs)
+        }
         metrics = {**aggregate(per_seed, 0.95), "parameters": 1000, "seconds_per_epoch": 1.0}
-        history = [{"epoch": e, **{f"{k}_seed{s}": 1.0 / e for s in per_seed for k in ("val_loss", "train_loss")},
-                    **{f"{k}_seed{s}": 0.5 for s in per_seed for k in ("val_acc", "train_acc")},
-                    "val_loss": 1.0 / e, "train_loss": 1.0 / e, "val_acc": 0.5, "train_acc": 0.5}
-                   for e in range(1, epochs + 1)]
+        history = [
+            {
+                "epoch": e,
+                **{f"{k}_seed{s}": 1.0 / e for s in per_seed for k in ("val_loss", "train_loss")},
+                **{f"{k}_seed{s}": 0.5 for s in per_seed for k in ("val_acc", "train_acc")},
+                "val_loss": 1.0 / e,
+                "train_loss": 1.0 / e,
+                "val_acc": 0.5,
+                "train_acc": 0.5,
+            }
+            for e in range(1, epochs + 1)
+        ]
         results[name] = {"metrics": metrics, "history": history}
     return results
 
 
 def test_report_words_match_the_intervals():
-    results = results_from({"vanilla": [0.90, 0.91, 0.905], "batchnorm": [0.92, 0.93, 0.925],
-                            "dropout": [0.90, 0.915, 0.905]})
+    results = results_from(
+        {"vanilla": [0.90, 0.91, 0.905], "batchnorm": [0.92, 0.93, 0.925], "dropout": [0.90, 0.915, 0.905]}
+    )
     compared = comparisons(results, "vanilla", 0.95)
     assert compared.loc["batchnorm", "verdict"] == "better"
     assert compared.loc["batchnorm", "p_holm"] == pytest.approx(2 * compared.loc["batchnorm", "p"])
     assert compared.loc["dropout", "verdict"] == "not distinguishable from seed noise"
-    for name, row in compared.iterrows():  # better/worse only where the interval excludes 0
+    for _, row in compared.iterrows():  # better/worse only where the interval excludes 0
         if row["verdict"] in ("better", "worse"):
             assert row["ci_low"] > 0 or row["ci_high"] < 0
     text = report_text(results, "vanilla", 0.95, 0.005, Path("plots"), ["test_accuracy"])
-    assert "- batchnorm − vanilla: +2.00 pt [+0.87, +3.13], p = 0.00805 (Welch), Holm-adjusted p = 0.0161: " \
-           "**better**" in text
+    assert (
+        "- batchnorm − vanilla: +2.00 pt [+0.87, +3.13], p = 0.00805 (Welch), Holm-adjusted p = 0.0161: "
+        "**better**" in text
+    )
     assert "| batchnorm | 1,000 | 3 | 92.50% ± 0.50 [91.26, 93.74] |" in re.sub(" +", " ", text)
     assert "nan" not in text.lower()
 
@@ -111,8 +140,10 @@ def test_still_improving_flags_a_falling_last_epoch_only():
 
 
 def test_one_seed_metrics_have_no_spread_keys_and_no_nan():
-    metrics = aggregate({7: {"test_acc": 0.9, "val_acc": 0.8, "train_acc": 0.95, "test_loss": 0.3,
-                             "val_loss": 0.4, "train_loss": 0.2}}, 0.95)
+    metrics = aggregate(
+        {7: {"test_acc": 0.9, "val_acc": 0.8, "train_acc": 0.95, "test_loss": 0.3, "val_loss": 0.4, "train_loss": 0.2}},
+        0.95,
+    )
     assert metrics["seeds"] == 1 and metrics["test_acc_mean"] == 0.9 and metrics["test_acc_seed7"] == 0.9
     assert not [k for k in metrics if k.endswith(("_std", "_ci_low", "_ci_high"))]
     assert all(v == v for v in metrics.values())  # NaN != NaN

@@ -1,0 +1,172 @@
+"""Test helpers: tiny synthetic IDX files, the real params shrunk, a temp DVC project, a command runner.
+
+Synthetic images are learnable on purpose: class c lights a 6x6 block at a
+position of its own, plus noise, so one epoch on a few hundred images already
+beats chance and a broken training loop shows.
+"""
+
+import functools
+import gzip
+import hashlib
+import http.server
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["pipeline", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+IDX_NAMES = {  # the file names of FashionMNIST, MNIST and KMNIST
+    ("train", "images"): "train-images-idx3-ubyte",
+    ("train", "labels"): "train-labels-idx1-ubyte",
+    ("test", "images"): "t10k-images-idx3-ubyte",
+    ("test", "labels"): "t10k-labels-idx1-ubyte",
+}
+
+
+def synthetic_images(n, seed):
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % 10
+    rng.shuffle(labels)
+    images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
+    for i, c in enumerate(labels):
+        r, col = 2 + 6 * (c // 4), 2 + 6 * (c % 4)
+        images[i, r : r + 6, col : col + 6] = 200
+    return images, labels.astype(np.uint8)
+
+
+def idx_bytes(array):
+    """The IDX format: magic (0, 0, type 0x08 = ubyte, ndim), big-endian sizes, data."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.tobytes()
+
+
+def write_idx_folder(folder, n_train=600, n_test=200, gz=True):
+    """Write the four IDX files; return {raw name: sha256 of the decompressed bytes}."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    sums = {}
+    for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
+        images, labels = synthetic_images(n, seed)
+        for kind, array in (("images", images), ("labels", labels)):
+            name, data = IDX_NAMES[(split, kind)], idx_bytes(array)
+            sums[name] = hashlib.sha256(data).hexdigest()
+            if gz:
+                (folder / f"{name}.gz").write_bytes(gzip.compress(data))
+            else:
+                (folder / name).write_bytes(data)
+    return sums
+
+
+@contextmanager
+def serve_folder(folder):
+    """Serve `folder` over HTTP on 127.0.0.1 at a free port; yield its base URL."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def shrunk_params(source, **overrides):
+    """The project's real params.yaml, shrunk to seconds on synthetic data."""
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["sources"]["FashionMNIST"] = [str(source)]
+    params["data"]["verify_checksums"] = False  # synthetic files have no pinned sums
+    params["data"]["val_size"] = 100
+    params["train"].update(epochs=2, batch_size=64, seeds=[0, 1], workers=1, threads=1)
+    params["evaluate"].update(latency_repeats=2, threads=1)
+    for dotted, value in overrides.items():
+        *path, last = dotted.split(".")
+        node = params
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return params
+
+
+def run(cmd, cwd, env=None, check=True, timeout=300):
+    """Run a command; on failure or after `timeout` seconds, show its output in the assertion.
+
+    Output goes to files, not pipes: `dvc queue start` forks helpers that keep
+    its stdout open as long as their queue workers live, so reading a pipe to
+    its end waits on the workers too; a worker that hung at shutdown (seen
+    once, all its tasks done) kept a CI run waiting 90 minutes.
+    """
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=out, stderr=err, start_new_session=True)
+        try:
+            proc.wait(timeout)
+            timed_out = False
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # its own session: what it started goes too
+            proc.wait()
+            timed_out = True
+        out.seek(0)
+        err.seek(0)
+        result = subprocess.CompletedProcess(cmd, proc.returncode, out.read(), err.read())
+    if check and result.returncode != 0:
+        what = f"timed out after {timeout} s" if timed_out else f"exited {result.returncode}"
+        raise AssertionError(
+            f"{' '.join(map(str, cmd))} {what}\nstdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+        )
+    return result
+
+
+def stop_queue_workers(repo):
+    """Kill the DVC queue workers of `repo` still alive (each leads its own process group)."""
+    wdir = Path(repo) / ".dvc" / "tmp" / "exps" / "celery"
+    node = f"dvc-exp-{hashlib.sha256(str(wdir).encode()).hexdigest()[:6]}-".encode()  # as DVC names them
+    for pid_file in wdir.glob("dvc-exp-worker-*.pid"):
+        pid = int(pid_file.read_text())
+        try:  # the pid may have been reused since: kill only if it still is this repo's worker
+            if node in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+
+
+def project_env(repo):
+    env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    venv_bin = str(Path(sys.executable).parent)
+    env.update(
+        PATH=f"{venv_bin}{os.pathsep}{env['PATH']}",
+        DVC_NO_ANALYTICS="1",
+        GIT_AUTHOR_NAME="test",
+        GIT_AUTHOR_EMAIL="test@example.com",
+        GIT_COMMITTER_NAME="test",
+        GIT_COMMITTER_EMAIL="test@example.com",
+    )
+    return env
+
+
+def make_project(tmp_path, params):
+    """A temp git repo holding the project's files and `params`, committed."""
+    repo = tmp_path / "project"
+    repo.mkdir()
+    for name in PROJECT_FILES:
+        src, dst = ROOT / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy(src, dst)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = project_env(repo)
+    run(["git", "init", "-q", "-b", "main"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "project"], repo, env)
+    return repo, env
