@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline import tracking
-from pipeline.data import load_split, normalisation, to_model_input
+from pipeline.data import load_split, normalisation, split_file, to_model_input
 from pipeline.engine import loss_and_accuracy, predict, train_one_epoch
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_path, save_torch, write_json
@@ -236,6 +236,9 @@ def main():
     args = parser.parse_args()
     params = load_params(args.params)
     variant_params(params, args.variant)  # fail on an unknown variant before loading data
+    for split in ("train", "val"):  # a missing input fails before any run is opened in MLflow
+        if not split_file(args.split, split).is_file():
+            raise FileNotFoundError(2, "No such file", str(split_file(args.split, split)))
     histories = train_variant(params, args.variant, args.split, args.models, args.params)
     write_json(args.history, wide_history(histories))
 

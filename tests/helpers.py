@@ -170,3 +170,22 @@ def make_project(tmp_path, params):
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "project"], repo, env)
     return repo, env
+
+
+def train_cmd(params, split_dir, tmp_path, variant="mlp"):
+    """The command line of stage train, writing into tmp_path."""
+    return [
+        sys.executable,
+        "-m",
+        "pipeline.train",
+        "--params",
+        str(params),
+        "--variant",
+        variant,
+        "--split",
+        str(split_dir),
+        "--models",
+        str(tmp_path / "models"),
+        "--history",
+        str(tmp_path / "history.json"),
+    ]

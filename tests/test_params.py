@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import yaml
-from helpers import ROOT
+from helpers import ROOT, train_cmd
 
 from pipeline.params import ParamsError, load_params, validate
 
@@ -81,26 +81,11 @@ def test_a_section_uses_covers_several_keys():
 
 def test_stage_exits_2_with_one_line(tmp_path):
     import subprocess
-    import sys
 
     bad = broken(("model", "activation"), "banana")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(bad))
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.train",
-            "--params",
-            str(tmp_path / "params.yaml"),
-            "--variant",
-            "vanilla",
-            "--split",
-            "x",
-            "--model",
-            str(tmp_path / "m.pt"),
-            "--history",
-            str(tmp_path / "h.json"),
-        ],
+        train_cmd(str(tmp_path / "params.yaml"), "x", tmp_path, "vanilla"),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -109,29 +94,14 @@ def test_stage_exits_2_with_one_line(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "error: model.activation must be one of relu, tanh, sigmoid, selu, leaky_relu, elu, prelu; got 'banana'"
     ]
-    assert not (tmp_path / "m.pt").exists()
+    assert not (tmp_path / "models").exists()
 
 
 def test_missing_input_file_is_one_line_naming_it(tmp_path):
     import subprocess
-    import sys
 
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.train",
-            "--params",
-            str(ROOT / "params.yaml"),
-            "--variant",
-            "vanilla",
-            "--split",
-            str(tmp_path / "nowhere"),
-            "--model",
-            str(tmp_path / "m.pt"),
-            "--history",
-            str(tmp_path / "h.json"),
-        ],
+        train_cmd(str(ROOT / "params.yaml"), str(tmp_path / "nowhere"), tmp_path, "vanilla"),
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -140,4 +110,4 @@ def test_missing_input_file_is_one_line_naming_it(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'nowhere' / 'train.pt'}: no such file; the earlier stages make it (dvc repro)"
     ]
-    assert not (tmp_path / "m.pt").exists()
+    assert not (tmp_path / "models").exists()

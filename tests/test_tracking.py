@@ -12,7 +12,7 @@ import urllib.request
 import mlflow
 import pytest
 import yaml
-from helpers import ROOT, shrunk_params
+from helpers import ROOT, shrunk_params, train_cmd
 
 from pipeline.errors import PipelineError
 from pipeline.params import validate
@@ -29,24 +29,6 @@ def write_params(tmp_path, **overrides):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(shrunk_params("unused", **overrides)))
     return path
-
-
-def train_cmd(params, split_dir, tmp_path, variant="mlp"):
-    return [
-        sys.executable,
-        "-m",
-        "pipeline.train",
-        "--params",
-        str(params),
-        "--variant",
-        variant,
-        "--split",
-        str(split_dir),
-        "--models",
-        str(tmp_path / "models"),
-        "--history",
-        str(tmp_path / "history.json"),
-    ]
 
 
 def test_a_failing_stage_leaves_a_failed_run_not_a_running_one(split_dir, tmp_path, monkeypatch):
