@@ -32,7 +32,8 @@ def _is_param(column):
 
 
 def _present(value):
-    return value is not None and not (isinstance(value, float) and math.isnan(value))
+    """A number; exp_show fills a metric that a row lacks with None, NaN or the string 'None'."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def entries(rows):
@@ -168,7 +169,7 @@ def main():
     if args.pivot and not changed:
         raise PipelineError("--pivot needs experiments that differ in some param")
     table = (
-        pivot(ranked, changed).map(lambda v: f"{v:.2%}").to_markdown(disable_numparse=True)
+        pivot(ranked, changed).map(lambda v: f"{v:.2%}").reset_index().to_markdown(index=False, disable_numparse=True)
         if args.pivot
         else markdown(ranked, changed)
     )
