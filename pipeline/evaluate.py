@@ -173,7 +173,10 @@ def main():
 
     def mirror_seed(seed, checkpoint, metrics):  # each seed's test metrics onto its MLflow run
         parent["run_id"] = checkpoint.get("mlflow_parent_run_id")
-        tracking.existing_run(params, checkpoint.get("mlflow_run_id")).log_metrics(metrics)
+        # test metrics only: the child already has val/train curves per epoch under those names
+        tracking.existing_run(params, checkpoint.get("mlflow_run_id")).log_metrics(
+            {k: v for k, v in metrics.items() if k.startswith("test_")}
+        )
 
     metrics, confusion, per_class, counts = evaluate_variant(
         args.models,

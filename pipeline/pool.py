@@ -13,6 +13,8 @@ tests/test_pool.py checks that against PyTorch's own layers. On CUDA, for
 other dtypes and under torch.compile/torch.export it calls PyTorch's layers.
 """
 
+import types
+
 import numba
 import numpy as np
 import torch
@@ -59,14 +61,16 @@ def _backward(grad, winner, grad_in):
 
 
 # Each kernel twice: over threads (prange), and serial for one thread, so that a
-# one-thread worker never starts numba's thread pool.
-_KERNELS = {
-    parallel: (
-        numba.njit(parallel=parallel, cache=True)(_forward),
-        numba.njit(parallel=parallel, cache=True)(_backward),
-    )
-    for parallel in (False, True)
-}
+# one-thread worker never starts numba's thread pool. numba's disk cache is
+# keyed by the function's name: the two builds get names of their own, or a
+# process could load the parallel build as the serial one.
+def _compiled(function, parallel):
+    renamed = types.FunctionType(function.__code__, function.__globals__, function.__name__)
+    renamed.__qualname__ = f"{function.__qualname__}_{'parallel' if parallel else 'serial'}"
+    return numba.njit(parallel=parallel, cache=True)(renamed)
+
+
+_KERNELS = {parallel: (_compiled(_forward, parallel), _compiled(_backward, parallel)) for parallel in (False, True)}
 
 
 def _kernels():

@@ -33,14 +33,16 @@ IDX_NAMES = {  # the file names of FashionMNIST, MNIST and KMNIST
 }
 
 
-def synthetic_images(n, seed):
+def synthetic_images(n, seed, contrast=None):
+    """Class c lights block c: at 200 (unmistakable), or `contrast` above the noise (hard to learn)."""
     rng = np.random.default_rng(seed)
     labels = np.arange(n) % 10
     rng.shuffle(labels)
     images = rng.integers(0, 60, size=(n, 28, 28), dtype=np.uint8)
     for i, c in enumerate(labels):
         r, col = 2 + 6 * (c // 4), 2 + 6 * (c % 4)
-        images[i, r : r + 6, col : col + 6] = 200
+        block = images[i, r : r + 6, col : col + 6]
+        block[...] = 200 if contrast is None else block + contrast
     return images, labels.astype(np.uint8)
 
 
@@ -50,13 +52,13 @@ def idx_bytes(array):
     return header + array.tobytes()
 
 
-def write_idx_folder(folder, n_train=600, n_test=200, gz=True):
+def write_idx_folder(folder, n_train=600, n_test=200, gz=True, contrast=None):
     """Write the four IDX files; return {raw name: sha256 of the decompressed bytes}."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     sums = {}
     for split, n, seed in (("train", n_train, 1), ("test", n_test, 2)):
-        images, labels = synthetic_images(n, seed)
+        images, labels = synthetic_images(n, seed, contrast)
         for kind, array in (("images", images), ("labels", labels)):
             name, data = IDX_NAMES[(split, kind)], idx_bytes(array)
             sums[name] = hashlib.sha256(data).hexdigest()

@@ -21,7 +21,7 @@ def reproduced(tmp_path_factory):
     missing (test_experiments.py reads a local folder).
     """
     tmp = tmp_path_factory.mktemp("pipeline")
-    write_idx_folder(tmp / "mirror")
+    write_idx_folder(tmp / "mirror", contrast=35)  # hard enough that seeds differ
     with serve_folder(tmp / "mirror") as url:
         params = shrunk_params(tmp / "mirror", **{"train.workers": 2})  # the real process pool
         params["data"]["sources"]["FashionMNIST"] = [str(tmp / "absent"), url]
@@ -49,7 +49,7 @@ def test_repro_writes_every_output(reproduced):
                 )
                 assert (metrics[f"{key}_ci_low"], metrics[f"{key}_ci_high"]) == pytest.approx((low, high))
         assert set(metrics) >= {"parameters", "latency_ms_per_batch", "best_epoch_seed0", "seconds_per_epoch"}
-        assert metrics["test_acc_mean"] > 0.2, "two epochs on the synthetic blocks beat chance (0.1)"
+        assert metrics["test_acc_mean"] > 0.15, "two epochs on the faint synthetic blocks beat chance (0.1)"
         history = json.loads((repo / f"plots/history/{name}.json").read_text())
         assert [h["epoch"] for h in history] == [1, 2]
         assert history[1]["val_acc"] == pytest.approx((history[1]["val_acc_seed0"] + history[1]["val_acc_seed1"]) / 2)
