@@ -71,20 +71,15 @@ def latency_ms(model, batch, repeats):
     return statistics.median(times)
 
 
-def evaluate_seed(checkpoint, model, data, batch_size):
-    """({split_loss, split_acc}, test predictions) of one checkpoint on the splits in `data`."""
-    mean, std = checkpoint["normalisation"]
+def evaluate_seed(model, inputs, batch_size):
+    """({split_loss, split_acc}, test predictions) of one model on `inputs`: {split: (model input, labels)}."""
     metrics, predicted = {}, None
-    for split, (images, labels) in data.items():
-        logits = predict(model, to_model_input(images, mean, std, model_device(model)), batch_size).cpu()
+    for split, (x, labels) in inputs.items():
+        logits = predict(model, x, batch_size).cpu()
         metrics[f"{split}_loss"], metrics[f"{split}_acc"] = loss_and_accuracy(logits, labels)
         if split == "test":
             predicted = logits.argmax(1)
     return metrics, predicted
-
-
-def model_device(model):
-    return next(model.parameters()).device
 
 
 def aggregate(per_seed, confidence):
@@ -114,11 +109,17 @@ def evaluate_variant(
     classes = read_json(Path(split_dir) / "meta.json")["classes"]
     data = {split: load_split(split_dir, split) for split in ("test", "val", "train")}
     test_labels = data["test"][1]
-    per_seed, confusion, counts, per_class_seed, latency = {}, [], 0, {}, None
+    per_seed, confusion, counts, per_class_seed, latency, inputs = {}, [], 0, {}, None, {}
     checkpoint = None
     for seed, path in checkpoint_files(models_dir).items():
         checkpoint, model = load_checkpoint(path, device)
-        metrics, predicted = evaluate_seed(checkpoint, model, data, batch_size)
+        # every seed trained on the same split, so with the same normalisation: pad and normalise once
+        key = tuple(checkpoint["normalisation"])
+        if key not in inputs:
+            inputs[key] = {
+                split: (to_model_input(images, *key, device), labels) for split, (images, labels) in data.items()
+            }
+        metrics, predicted = evaluate_seed(model, inputs[key], batch_size)
         metrics.update(best_epoch=checkpoint["best_epoch"], epochs_run=checkpoint["epochs_run"])
         per_seed[seed] = metrics
         on_seed(seed, checkpoint, metrics)
@@ -133,9 +134,7 @@ def evaluate_variant(
             pairs.view(len(classes), -1).diagonal() / torch.bincount(test_labels, minlength=len(classes))
         ).tolist()
         if latency is None:
-            mean, std = checkpoint["normalisation"]
-            x = to_model_input(data["test"][0][:batch_size], mean, std, device)
-            latency = latency_ms(model, x, latency_repeats)
+            latency = latency_ms(model, inputs[key]["test"][0][:batch_size], latency_repeats)
     metrics = aggregate(per_seed, confidence)
     metrics.update(
         parameters=checkpoint["parameters"],

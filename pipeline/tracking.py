@@ -90,6 +90,9 @@ def _experiment_id(mlflow, name, artifact_location):
         return experiment.experiment_id
 
 
+_OPENED = {}  # (uri, experiment) -> experiment id: a stage that logs to several runs opens the store once
+
+
 def open_store(params):
     """(mlflow, experiment id) of the configured store, or None when tracking is off."""
     if not params["tracking"]["enabled"]:
@@ -97,12 +100,17 @@ def open_store(params):
     import mlflow
 
     uri = tracking_uri()
+    key = (uri, params["tracking"]["experiment"])
+    if key in _OPENED:
+        mlflow.set_tracking_uri(uri)
+        return mlflow, _OPENED[key]
     # Our own store keeps artifacts beside it; a user's store (a server) decides itself.
     # Decide before set_tracking_uri(), which exports MLFLOW_TRACKING_URI itself.
     location = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlruns").as_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        return mlflow, _experiment_id(mlflow, params["tracking"]["experiment"], location)
+        _OPENED[key] = _experiment_id(mlflow, params["tracking"]["experiment"], location)
+        return mlflow, _OPENED[key]
     except Exception as e:
         raise TrackingError(
             f"MLflow store {uri} cannot be used ({type(e).__name__}: "
