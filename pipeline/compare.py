@@ -17,7 +17,7 @@ import statistics
 from collections import defaultdict
 
 from pipeline.errors import PipelineError, run_stage
-from pipeline.params import SCHEMA
+from pipeline.params import Params
 
 METRIC_COLUMN = re.compile(r"^metrics/(?P<variant>\w+)\.json:(?P<metric>(val|test)_acc)_seed(?P<seed>\d+)$")
 # never a knob of the comparison: which seeds, where data and runs come from, how fast
@@ -28,7 +28,7 @@ IGNORED = re.compile(
 
 
 def _is_param(column):
-    return ":" not in column and column.split(".")[0] in SCHEMA
+    return ":" not in column and column.split(".")[0] in Params.model_fields
 
 
 def _present(value):

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-SPLITS = ("train", "val", "test")
+# The datasets stage download can fetch: torchvision.datasets classes of these names.
+DATASETS = ("FashionMNIST", "MNIST", "KMNIST", "QMNIST")
 
 
 def split_file(folder, split):

@@ -18,15 +18,14 @@ torchvision's pinned MD5. Files are assembled in a temp folder that replaces
 import argparse
 import gzip
 import hashlib
-import os
-import shutil
-import tempfile
 import urllib.request
+import zlib
 from pathlib import Path
 
 from tqdm import tqdm
 
 from pipeline.errors import PipelineError, run_stage
+from pipeline.io import atomic_folder
 from pipeline.params import load_params
 
 # sha256 of the decompressed files, measured on the Debian package
@@ -82,7 +81,7 @@ def _candidates(source, gz_name, urls):
     return [(url, lambda u=url: fetch(u)) for url in found]
 
 
-def _verify(raw_name, payload, gzipped, md5, sha256):
+def _verify(payload, gzipped, md5, sha256):
     """Return the decompressed bytes, or raise ValueError saying which check failed.
 
     `sha256` is the pinned sum of the decompressed file, or None where we have
@@ -119,8 +118,8 @@ def fetch_file(dataset, gz_name, md5, urls, sources, sha256):
                 tried.append(f"{where} ({type(e).__name__}: {e})")
                 continue
             try:
-                return _verify(raw_name, payload, gzipped, md5, sha256)
-            except (ValueError, OSError, EOFError) as e:  # bad checksum or bad gzip
+                return _verify(payload, gzipped, md5, sha256)
+            except (ValueError, OSError, EOFError, zlib.error) as e:  # bad checksum or bad gzip
                 tried.append(f"{where} ({e})")
     how = HOW_TO_GET.get(dataset, f"put the IDX files in a folder listed in data.sources.{dataset}")
     raise DataError(
@@ -133,11 +132,8 @@ def download(dataset, sources, out, verify, pinned=RAW_SHA256):
 
     `pinned` maps dataset -> raw file name -> sha256 (tests pass their own).
     """
-    out = Path(out)
     files = dataset_files(dataset)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
+    with atomic_folder(out) as staging:
         raw_dir = staging / dataset / "raw"
         raw_dir.mkdir(parents=True)
         for gz_name, md5, urls in tqdm(files, desc=f"download {dataset}", unit="file", disable=None):
@@ -145,12 +141,7 @@ def download(dataset, sources, out, verify, pinned=RAW_SHA256):
             sha256 = pinned.get(dataset, {}).get(raw_name) if verify else None
             data = fetch_file(dataset, gz_name, md5 if verify else None, urls, sources, sha256)
             (raw_dir / raw_name).write_bytes(data)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return out
+    return Path(out)
 
 
 def main():
@@ -158,9 +149,9 @@ def main():
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", required=True, help="folder to hold <Dataset>/raw/")
     args = parser.parse_args()
-    data = load_params(args.params)["data"]
-    download(data["dataset"], data["sources"][data["dataset"]], args.out, data["verify_checksums"])
-    print(f"download: {data['dataset']} -> {args.out}")
+    data = load_params(args.params).data
+    download(data.dataset, data.sources[data.dataset], args.out, data.verify_checksums)
+    print(f"download: {data.dataset} -> {args.out}")
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pipeline.errors import PipelineError, run_stage
 from pipeline.figures import confusion_figure, curves_figure
 from pipeline.io import read_json, write_json
 from pipeline.models import build_model
-from pipeline.params import load_params
+from pipeline.params import Model, Variant, load_params
 from pipeline.runtime import setup_torch
 from pipeline.stats import summary
 
@@ -49,7 +49,7 @@ def load_checkpoint(path, device):
     if not Path(path).is_file():
         raise PipelineError(f"model checkpoint {path} not found (run stage train first)")
     checkpoint = torch.load(path, map_location=device, weights_only=True)
-    model = build_model(checkpoint["variant_params"], checkpoint["model_params"])
+    model = build_model(Variant(**checkpoint["variant_params"]), Model(**checkpoint["model_params"]))
     model.load_state_dict(checkpoint["state_dict"])
     return checkpoint, model.to(device, memory_format=torch.channels_last).eval()
 
@@ -166,7 +166,7 @@ def main():
     parser.add_argument("--per-class", required=True, help="per-class accuracy JSON to write")
     args = parser.parse_args()
     params = load_params(args.params)
-    device = setup_torch(params["evaluate"]["threads"])
+    device = setup_torch(params.evaluate.threads)
     history = read_json(args.history)
     parent = {}
 
@@ -181,9 +181,9 @@ def main():
         args.models,
         args.split,
         history,
-        params["evaluate"]["batch_size"],
-        params["evaluate"]["latency_repeats"],
-        params["report"]["confidence"],
+        params.evaluate.batch_size,
+        params.evaluate.latency_repeats,
+        params.report.confidence,
         device,
         mirror_seed,
     )

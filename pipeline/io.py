@@ -13,7 +13,7 @@ from pathlib import Path
 def atomic_path(path):
     """Yield a temp path beside `path`; move it over `path` only on success.
 
-    The caller may turn the temp file into a folder (unlink, then mkdir).
+    The caller may turn the temp file into a folder (see atomic_folder).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -31,6 +31,15 @@ def atomic_path(path):
             shutil.rmtree(tmp)
         elif os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextmanager
+def atomic_folder(path):
+    """Yield an empty temp folder beside `path`; it replaces `path` (a folder) only if the block succeeds."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        tmp.mkdir()
+        yield tmp
 
 
 def write_json(path, data):

@@ -92,12 +92,12 @@ ARCHITECTURES = {
 
 
 def build_model(variant, model_params):
-    """The network for one variant of params.yaml (already validated)."""
-    return ARCHITECTURES[variant["arch"]](
-        activation=model_params["activation"],
-        batchnorm=variant["batchnorm"],
-        dropout=model_params["dropout"] if variant["dropout"] else 0.0,
-        hidden=model_params["mlp_hidden"],
+    """The network for one variant (params.Variant) with the shared params.Model settings."""
+    return ARCHITECTURES[variant.arch](
+        activation=model_params.activation,
+        batchnorm=variant.batchnorm,
+        dropout=model_params.dropout if variant.dropout else 0.0,
+        hidden=model_params.mlp_hidden,
     )
 
 

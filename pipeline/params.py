@@ -1,24 +1,26 @@
-"""Load params.yaml and check every key before any work is done.
+"""params.yaml as typed, frozen pydantic models, checked before any work is done.
 
-params.yaml is the single source of truth: this module holds no default values,
-only the schema (type and valid range of each key). A missing, unknown or
-ill-typed key, or a value out of range, raises ParamsError with one line that
-names the key and says what would be valid.
+params.yaml is the single source of truth: no field here has a default, so a
+missing key is an error, and so is an unknown one (extra="forbid"). The valid
+choices are the keys of the dicts that implement them (models.ACTIVATIONS,
+models.ARCHITECTURES, optim.OPTIMIZERS, optim.SCHEDULERS, data.DATASETS), so
+the schema cannot drift from the code. Strict mode: YAML's `true` is not an
+integer and `5e-4` (text to YAML) is not a number. Every error becomes one
+line (ParamsError) naming the key and what would be valid.
 """
 
 import re
 from pathlib import Path
+from typing import Annotated, Literal, get_args
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from pipeline.data import DATASETS
 from pipeline.errors import PipelineError
+from pipeline.models import ACTIVATIONS, ARCHITECTURES
+from pipeline.optim import OPTIMIZERS, SCHEDULERS
 
-DATASETS = ("FashionMNIST", "MNIST", "KMNIST", "QMNIST")
-ACTIVATIONS = ("relu", "tanh", "sigmoid", "selu", "leaky_relu", "elu", "prelu")
-ARCHITECTURES = ("lenet5", "mlp")
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-# onecycle and cosine step per batch and end at ~0 lr: a run ends trained, not cut off.
-SCHEDULERS = ("onecycle", "cosine", "plateau", "step", "exponential", "none")
 # Variant names become DVC stage names and `-S variants.<name>.x=...` keys,
 # where Hydra's override grammar allows no '-'.
 VARIANT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -28,195 +30,206 @@ class ParamsError(PipelineError):
     """A params.yaml key is missing, unknown, ill-typed or out of range."""
 
 
-def _number(key, value):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        hint = " (YAML reads 5e-4 as text: write 5.0e-4)" if isinstance(value, str) else ""
-        raise ParamsError(f"{key} must be a number, got {value!r}{hint}")
-    return float(value)
+def _choice(names):
+    return Literal[tuple(names)]
 
 
-def Float(low=None, high=None, low_open=False, high_open=False):
-    def check(key, value):
-        x = _number(key, value)
-        too_low = low is not None and (x <= low if low_open else x < low)
-        too_high = high is not None and (x >= high if high_open else x > high)
-        if too_low or too_high:
-            lo = "" if low is None else f"{'(' if low_open else '['}{low}"
-            hi = "" if high is None else f"{high}{')' if high_open else ']'}"
-            raise ParamsError(f"{key} must be in {lo or '(-inf'}, {hi or 'inf)'}, got {value!r}")
-        return x
-
-    return check
+Text = Annotated[str, Field(min_length=1)]
+Count = Annotated[int, Field(ge=1)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]  # open at both ends
+NonEmpty = Field(min_length=1)
 
 
-def Int(low, high=None):
-    def check(key, value):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ParamsError(f"{key} must be an integer, got {value!r}")
-        if value < low or (high is not None and value > high):
-            valid = f">= {low}" if high is None else f"in [{low}, {high}]"
-            raise ParamsError(f"{key} must be {valid}, got {value!r}")
-        return value
-
-    return check
+class Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
-def Bool(key, value):
-    if not isinstance(value, bool):
-        raise ParamsError(f"{key} must be true or false, got {value!r}")
-    return value
+class Data(Section):
+    dataset: _choice(DATASETS)
+    split_seed: Annotated[int, Field(ge=0)]
+    # per dataset: local folders, http(s) base URLs or `torchvision`, tried in order
+    sources: dict[_choice(DATASETS), Annotated[list[Text], NonEmpty]]
+    verify_checksums: bool
+    val_size: Count
 
-
-def Str(key, value):
-    if not isinstance(value, str) or not value:
-        raise ParamsError(f"{key} must be a non-empty string, got {value!r}")
-    return value
-
-
-def Choice(*options):
-    def check(key, value):
-        if value not in options:
-            raise ParamsError(f"{key} must be one of {', '.join(options)}; got {value!r}")
-        return value
-
-    return check
-
-
-def ListOf(item, unique=False):
-    def check(key, value):
-        if not isinstance(value, list) or not value:
-            raise ParamsError(f"{key} must be a non-empty list, got {value!r}")
-        items = [item(f"{key}[{i}]", v) for i, v in enumerate(value)]
-        repeated = sorted({v for v in items if items.count(v) > 1})
-        if unique and repeated:
-            raise ParamsError(
-                f"{key} must list each value once; {repeated[0]!r} appears "
-                f"{items.count(repeated[0])} times in {value!r}"
+    @model_validator(mode="after")
+    def _has_sources(self):
+        if self.dataset not in self.sources:
+            raise ValueError(
+                f"data.sources has no entry for data.dataset {self.dataset!r}: add data.sources.{self.dataset}"
             )
-        return items
-
-    return check
+        return self
 
 
-VARIANT = {
-    "arch": Choice(*ARCHITECTURES),
-    "batchnorm": Bool,
-    "dropout": Bool,
-    "weight_decay": Bool,
-    # The one params key (or section) beyond the shared ones that this
-    # variant's train stage depends on; see dvc.yaml and keys_read_by().
-    "uses": Str,
-}
-
-SCHEMA = {
-    "data": {
-        "dataset": Choice(*DATASETS),
-        "split_seed": Int(0),
-        # per dataset: local folders, http(s) base URLs or `torchvision`
-        "sources": {name: ListOf(Str) for name in DATASETS},
-        "verify_checksums": Bool,
-        "val_size": Int(1),
-    },
-    "model": {
-        "activation": Choice(*ACTIVATIONS),
-        "dropout": Float(0, 1, high_open=True),
-        "weight_decay": Float(0),
-        "mlp_hidden": ListOf(Int(1)),
-    },
-    "train": {
-        "seeds": ListOf(Int(0), unique=True),
-        "workers": Int(1),
-        "threads": Int(1),
-        "optimizer": Choice(*OPTIMIZERS),
-        "lr": Float(0, low_open=True),
-        "momentum": Float(0, 1, high_open=True),
-        "batch_size": Int(1),
-        "epochs": Int(1),
-        "hflip": Bool,
-        "shift": Int(0, 2),  # at most the 2-pixel zero border: see engine.random_shift
-        "scheduler": Choice(*SCHEDULERS),
-        "scheduler_warmup": Float(0, 1, high_open=True),
-        "scheduler_factor": Float(0, 1, low_open=True, high_open=True),
-        "scheduler_patience": Int(0),
-        "scheduler_step_size": Int(1),
-        "early_stopping_patience": Int(1),
-    },
-    "evaluate": {
-        "batch_size": Int(1),
-        "threads": Int(1),
-        "latency_repeats": Int(1),
-    },
-    "report": {
-        "baseline": Str,  # a variant name: checked in validate()
-        "confidence": Float(0, 1, low_open=True, high_open=True),
-        "still_improving": Float(0, 1),
-    },
-    "tracking": {
-        "enabled": Bool,
-        "experiment": Str,
-    },
-    "variants": "variants",  # a map of name -> VARIANT, checked below
-}
+class Model(Section):
+    activation: _choice(ACTIVATIONS)
+    dropout: Annotated[float, Field(ge=0, lt=1)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    mlp_hidden: Annotated[list[Count], NonEmpty]
 
 
-def _check_section(prefix, schema, values):
-    if not isinstance(values, dict):
-        raise ParamsError(f"{prefix or 'params'} must be a mapping, got {values!r}")
-    unknown = sorted(set(values) - set(schema))
-    if unknown:
-        raise ParamsError(f"unknown key {prefix}{unknown[0]}; valid keys here: {', '.join(schema)}")
-    checked = {}
-    for name, rule in schema.items():
-        key = f"{prefix}{name}"
-        if name not in values:
-            raise ParamsError(f"missing key {key}")
-        if isinstance(rule, dict):
-            checked[name] = _check_section(f"{key}.", rule, values[name])
-        elif rule == "variants":
-            checked[name] = _check_variants(values[name])
-        else:
-            checked[name] = rule(key, values[name])
-    return checked
+class Train(Section):
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], NonEmpty]
+    workers: Count
+    threads: Count
+    optimizer: _choice(OPTIMIZERS)
+    lr: Annotated[float, Field(gt=0)]
+    momentum: Annotated[float, Field(ge=0, lt=1)]
+    batch_size: Count
+    epochs: Count
+    hflip: bool
+    shift: Annotated[int, Field(ge=0, le=2)]  # at most the 2-pixel zero border: see engine.random_shift
+    scheduler: _choice(SCHEDULERS)
+    scheduler_warmup: Annotated[float, Field(ge=0, lt=1)]
+    scheduler_factor: Fraction
+    scheduler_patience: Annotated[int, Field(ge=0)]
+    scheduler_step_size: Count
+    early_stopping_patience: Count
+
+    @field_validator("seeds")
+    @classmethod
+    def _each_seed_once(cls, seeds):
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(
+                f"must list each value once; {repeated[0]} appears {seeds.count(repeated[0])} times in {seeds}"
+            )
+        return seeds
 
 
-def keys_read_by(variant):
-    """The model params keys a variant's training reads (besides train.*)."""
-    keys = ["model.activation"]
-    if variant["dropout"]:
-        keys.append("model.dropout")
-    if variant["weight_decay"]:
-        keys.append("model.weight_decay")
-    if variant["arch"] == "mlp":
-        keys.append("model.mlp_hidden")
-    return keys
+class Evaluate(Section):
+    batch_size: Count
+    threads: Count
+    latency_repeats: Count
 
 
-def _check_variants(variants):
-    if not isinstance(variants, dict) or not variants:
-        raise ParamsError(f"variants must be a non-empty mapping of name -> variant, got {variants!r}")
-    checked = {}
-    for name, variant in variants.items():
-        if not VARIANT_NAME.match(str(name)):
-            raise ParamsError(f"variants.{name}: a name may hold only letters, digits and _ (no -)")
-        checked[name] = _check_section(f"variants.{name}.", VARIANT, variant)
-        uses = checked[name]["uses"]
-        for key in keys_read_by(checked[name]):
-            covered = key == uses or key.startswith(uses + ".") or key == "model.activation"
-            if not covered:
-                raise ParamsError(
-                    f"variants.{name}.uses is {uses!r} but the variant reads {key}: "
-                    f"set uses to {key} (or to 'model' when it reads several model keys)"
-                )
-    return checked
+class Report(Section):
+    baseline: Text  # a variant name: checked in Params
+    confidence: Fraction
+    still_improving: Annotated[float, Field(ge=0, le=1)]
 
 
-def validate(params):
-    """Return params checked against SCHEMA; raise ParamsError otherwise."""
-    checked = _check_section("", SCHEMA, params)
-    baseline = checked["report"]["baseline"]
-    if baseline not in checked["variants"]:
-        raise ParamsError(f"report.baseline must name a variant ({', '.join(checked['variants'])}); got {baseline!r}")
-    return checked
+class Tracking(Section):
+    enabled: bool
+    experiment: Text
+
+
+class Variant(Section):
+    arch: _choice(ARCHITECTURES)
+    batchnorm: bool
+    dropout: bool
+    weight_decay: bool
+    # The one params key (or section) beyond model.activation and train that
+    # this variant's train stage depends on; see dvc.yaml and keys_read().
+    uses: Text
+
+    def keys_read(self):
+        """The model params keys this variant's training reads (besides train.*)."""
+        keys = ["model.activation"]
+        if self.dropout:
+            keys.append("model.dropout")
+        if self.weight_decay:
+            keys.append("model.weight_decay")
+        if self.arch == "mlp":
+            keys.append("model.mlp_hidden")
+        return keys
+
+
+class Params(Section):
+    data: Data
+    model: Model
+    train: Train
+    evaluate: Evaluate
+    report: Report
+    tracking: Tracking
+    variants: Annotated[dict[str, Variant], NonEmpty]
+
+    @model_validator(mode="after")
+    def _variants_agree(self):
+        for name, variant in self.variants.items():
+            if not VARIANT_NAME.match(name):
+                raise ValueError(f"variants.{name}: a name may hold only letters, digits and _ (no -)")
+            for key in variant.keys_read():
+                if not (key == variant.uses or key.startswith(variant.uses + ".") or key == "model.activation"):
+                    raise ValueError(
+                        f"variants.{name}.uses is {variant.uses!r} but the variant reads {key}: "
+                        f"set uses to {key} (or to 'model' when it reads several model keys)"
+                    )
+        if self.report.baseline not in self.variants:
+            raise ValueError(
+                f"report.baseline must name a variant ({', '.join(self.variants)}); got {self.report.baseline!r}"
+            )
+        return self
+
+    def variant(self, name):
+        if name not in self.variants:
+            raise ParamsError(f"unknown variant {name!r}; params.yaml defines {', '.join(self.variants)}")
+        return self.variants[name]
+
+
+def _key(loc):
+    """('train', 'seeds', 1) -> 'train.seeds[1]'."""
+    key = ""
+    for part in loc:
+        key += f"[{part}]" if isinstance(part, int) else f".{part}" if key else str(part)
+    return key
+
+
+def _fields_at(loc):
+    """The field names of the section at `loc`, for 'valid keys here'."""
+    node = Params
+    for part in loc:
+        if isinstance(node, type) and issubclass(node, BaseModel):
+            if part not in node.model_fields:
+                return []
+            node = node.model_fields[part].annotation
+        else:  # a map or list: `part` is a key or an index into it
+            node = get_args(node)[-1]
+    return list(node.model_fields) if isinstance(node, type) and issubclass(node, BaseModel) else []
+
+
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
+def one_line(error):
+    """One pydantic error dict -> the line a user reads."""
+    key, kind, value, ctx = _key(error["loc"]), error["type"], error.get("input"), error.get("ctx") or {}
+    if kind == "missing":
+        return f"missing key {key}"
+    if kind == "extra_forbidden":
+        valid = _fields_at(error["loc"][:-1])
+        return f"unknown key {key}" + (f"; valid keys here: {', '.join(valid)}" if valid else "")
+    if kind == "literal_error":
+        choices = ctx["expected"].replace("'", "").replace(" or ", ", ")
+        return f"{key} must be one of {choices}; got {value!r}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        bound = next(f"{_BOUNDS[k]} {v:g}" for k, v in ctx.items() if k in _BOUNDS)
+        return f"{key} must be {bound}, got {value!r}"
+    if kind == "too_short":
+        return f"{key} must not be empty, got {value!r}"
+    if kind in ("int_type", "int_from_float"):
+        return f"{key} must be an integer, got {value!r}"
+    if kind == "float_type":
+        hint = " (YAML reads 5e-4 as text: write 5.0e-4)" if isinstance(value, str) else ""
+        return f"{key} must be a number, got {value!r}{hint}"
+    if kind == "bool_type":
+        return f"{key} must be true or false, got {value!r}"
+    if kind == "string_type":
+        return f"{key} must be text, got {value!r}"
+    if kind == "list_type":
+        return f"{key} must be a list, got {value!r}"
+    if kind in ("model_type", "dict_type"):
+        return f"{key or 'params'} must be a mapping of keys to values, got {value!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    return f"{key} {message}" if key and not message.startswith(key) else message
+
+
+def validate(raw):
+    """Params from a parsed params.yaml; raise ParamsError (the first problem, one line) otherwise."""
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as e:
+        raise ParamsError(one_line(e.errors()[0])) from None
 
 
 def load_params(path="params.yaml"):
@@ -228,9 +241,3 @@ def load_params(path="params.yaml"):
     except yaml.YAMLError as e:
         raise ParamsError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
     return validate(raw)
-
-
-def variant_params(params, name):
-    if name not in params["variants"]:
-        raise ParamsError(f"unknown variant {name!r}; params.yaml defines {', '.join(params['variants'])}")
-    return params["variants"][name]

@@ -179,10 +179,10 @@ def main():
     parser.add_argument("--report", required=True, help="markdown file to write")
     args = parser.parse_args()
     params = load_params(args.params)
-    results = load_results(params["variants"], args.metrics, args.history)
-    settings = params["report"]
+    results = load_results(params.variants, args.metrics, args.history)
+    settings = params.report
     text = write_report(
-        results, settings["baseline"], settings["confidence"], settings["still_improving"], args.figures, args.report
+        results, settings.baseline, settings.confidence, settings.still_improving, args.figures, args.report
     )
     print(text.split("## Figures")[0])
 

@@ -16,7 +16,7 @@ import torch
 
 from pipeline.data import split_file
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, save_torch, write_json
+from pipeline.io import atomic_folder, save_torch, write_json
 from pipeline.params import load_params
 
 
@@ -93,16 +93,14 @@ def main():
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
     params = load_params(args.params)
-    dataset = params["data"]["dataset"]
-    with atomic_path(args.out) as tmp:  # the folder appears whole or not at all
-        tmp.unlink()
-        tmp.mkdir()
+    dataset = params.data.dataset
+    with atomic_folder(args.out) as tmp:  # the folder appears whole or not at all
         write_split(
             tmp,
             *load_raw(args.raw, dataset),
             dataset=dataset,
-            val_size=params["data"]["val_size"],
-            seed=params["data"]["split_seed"],
+            val_size=params.data.val_size,
+            seed=params.data.split_seed,
         )
     print(f"split: {dataset} -> {args.out}")
 

@@ -60,9 +60,9 @@ def flatten(prefix, value):
 
 def resolved_params(params, variant):
     """The config one variant's stages use: shared sections plus its own features."""
-    used = {k: params[k] for k in ("data", "model", "train", "evaluate")}
-    used["data"] = {k: v for k, v in params["data"].items() if k != "sources"}
-    used["variant"] = params["variants"][variant]
+    used = params.model_dump(include={"data", "model", "train", "evaluate"})
+    del used["data"]["sources"]
+    used["variant"] = params.variants[variant].model_dump()
     return flatten("", used)
 
 
@@ -95,12 +95,12 @@ _OPENED = {}  # (uri, experiment) -> experiment id: a stage that logs to several
 
 def open_store(params):
     """(mlflow, experiment id) of the configured store, or None when tracking is off."""
-    if not params["tracking"]["enabled"]:
+    if not params.tracking.enabled:
         return None
     import mlflow
 
     uri = tracking_uri()
-    key = (uri, params["tracking"]["experiment"])
+    key = (uri, params.tracking.experiment)
     if key in _OPENED:
         mlflow.set_tracking_uri(uri)
         return mlflow, _OPENED[key]
@@ -109,7 +109,7 @@ def open_store(params):
     location = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlruns").as_uri()
     mlflow.set_tracking_uri(uri)
     try:
-        _OPENED[key] = _experiment_id(mlflow, params["tracking"]["experiment"], location)
+        _OPENED[key] = _experiment_id(mlflow, params.tracking.experiment, location)
         return mlflow, _OPENED[key]
     except Exception as e:
         raise TrackingError(
@@ -124,7 +124,7 @@ def _tags(params, variant, stage):
         "variant": variant,
         "dvc_stage": f"{stage}@{variant}",
         "git_commit": git_commit(),
-        "dataset": params["data"]["dataset"],
+        "dataset": params.data.dataset,
     }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]

@@ -29,41 +29,11 @@ from pipeline import tracking
 from pipeline.data import load_split, normalisation, split_file, to_model_input
 from pipeline.engine import loss_and_accuracy, predict, train_one_epoch
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, save_torch, write_json
+from pipeline.io import atomic_folder, save_torch, write_json
 from pipeline.models import build_model, count_parameters
-from pipeline.params import load_params, variant_params
+from pipeline.optim import PER_BATCH, make_optimizer, make_scheduler
+from pipeline.params import load_params
 from pipeline.runtime import setup_torch
-
-OPTIMIZERS = {
-    "sgd": lambda p, t, wd: torch.optim.SGD(p, lr=t["lr"], momentum=t["momentum"], weight_decay=wd),
-    "adam": lambda p, t, wd: torch.optim.Adam(p, lr=t["lr"], weight_decay=wd),
-    "adamw": lambda p, t, wd: torch.optim.AdamW(p, lr=t["lr"], weight_decay=wd),
-    "rmsprop": lambda p, t, wd: torch.optim.RMSprop(p, lr=t["lr"], momentum=t["momentum"], weight_decay=wd),
-}
-# Per-batch schedules (onecycle, cosine) get the total step count; they end at ~0 lr.
-SCHEDULERS = {
-    "onecycle": lambda o, t, steps: torch.optim.lr_scheduler.OneCycleLR(
-        o,
-        max_lr=t["lr"],
-        total_steps=steps,
-        pct_start=t["scheduler_warmup"],
-        cycle_momentum=t["optimizer"] in ("sgd", "rmsprop") and t["momentum"] > 0,
-    ),
-    "cosine": lambda o, t, steps: torch.optim.lr_scheduler.CosineAnnealingLR(o, T_max=steps),
-    "plateau": lambda o, t, steps: torch.optim.lr_scheduler.ReduceLROnPlateau(
-        o, mode="min", factor=t["scheduler_factor"], patience=t["scheduler_patience"], eps=0.0
-    ),
-    "step": lambda o, t, steps: torch.optim.lr_scheduler.StepLR(
-        o, step_size=t["scheduler_step_size"], gamma=t["scheduler_factor"]
-    ),
-    "exponential": lambda o, t, steps: torch.optim.lr_scheduler.ExponentialLR(o, gamma=t["scheduler_factor"]),
-    "none": lambda o, t, steps: None,
-}
-PER_BATCH = ("onecycle", "cosine")
-
-
-def make_optimizer(model, train_params, weight_decay):
-    return OPTIMIZERS[train_params["optimizer"]](model.parameters(), train_params, weight_decay)
 
 
 def fit(
@@ -71,9 +41,9 @@ def fit(
 ):
     """Train until train.epochs or early stop; return (best state, best epoch, history)."""
     best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
-    per_batch = scheduler if train_params["scheduler"] in PER_BATCH else None
+    per_batch = scheduler if train_params.scheduler in PER_BATCH else None
     bar = tqdm(
-        range(1, train_params["epochs"] + 1), desc=f"train {name}", unit="epoch", disable=None
+        range(1, train_params.epochs + 1), desc=f"train {name}", unit="epoch", disable=None
     )  # None: a bar on a terminal, nothing in a log file
     for epoch in bar:
         start = time.perf_counter()
@@ -82,10 +52,10 @@ def fit(
             model,
             optimizer,
             *train_xy,
-            train_params["batch_size"],
+            train_params.batch_size,
             generator,
-            train_params["hflip"],
-            train_params["shift"],
+            train_params.hflip,
+            train_params.shift,
             per_batch,
         )
         val_loss, val_acc = loss_and_accuracy(predict(model, val_xy[0], 1024), val_xy[1])
@@ -100,7 +70,7 @@ def fit(
         }
         if not math.isfinite(train_loss + val_loss):
             raise PipelineError(
-                f"{name}: the loss diverged (not finite) in epoch {epoch}; lower train.lr (now {train_params['lr']})"
+                f"{name}: the loss diverged (not finite) in epoch {epoch}; lower train.lr (now {train_params.lr})"
             )
         history.append(record)
         on_epoch(record)
@@ -118,7 +88,7 @@ def fit(
             scheduler.step(val_loss)
         elif scheduler is not None and per_batch is None:
             scheduler.step()
-        if epoch - best_epoch >= train_params["early_stopping_patience"]:
+        if epoch - best_epoch >= train_params.early_stopping_patience:
             print(f"{name}: early stop after epoch {epoch}, best epoch {best_epoch}", flush=True)
             break
     return best_state, best_epoch, history
@@ -130,8 +100,8 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
     MLflow gets the model of the first seed only: logging one takes ~3.4 s here,
     and every seed's checkpoint is a DVC output anyway.
     """
-    variant, model_params, train_params = variant_params(params, name), params["model"], params["train"]
-    device = setup_torch(train_params["threads"])
+    variant, model_params, train_params = params.variant(name), params.model, params.train
+    device = setup_torch(train_params.threads)
     torch.manual_seed(seed)  # the initial weights (and dropout masks)
     train_images, train_labels = load_split(split_dir, "train")
     val_images, val_labels = load_split(split_dir, "val")
@@ -139,10 +109,10 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
     train_xy = (to_model_input(train_images, mean, std, device), train_labels.to(device))
     val_xy = (to_model_input(val_images, mean, std, device), val_labels.to(device))
     model = build_model(variant, model_params).to(device, memory_format=torch.channels_last)
-    weight_decay = model_params["weight_decay"] if variant["weight_decay"] else 0.0
+    weight_decay = model_params.weight_decay if variant.weight_decay else 0.0
     optimizer = make_optimizer(model, train_params, weight_decay)
-    steps = train_params["epochs"] * math.ceil(len(train_labels) / train_params["batch_size"])
-    scheduler = SCHEDULERS[train_params["scheduler"]](optimizer, train_params, steps)
+    steps = train_params.epochs * math.ceil(len(train_labels) / train_params.batch_size)
+    scheduler = make_scheduler(optimizer, train_params, steps)
     generator = torch.Generator().manual_seed(seed)  # data order and augmentation
     label = f"{name}/seed{seed}"
     with tracking.seed_run(params, name, seed, parent_run_id) as run:
@@ -151,15 +121,15 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
                 "train": (train_images, train_labels),
                 "val": (val_images, val_labels),
             }.items():
-                run.log_dataset(split_dir, split, images, labels, params["data"]["dataset"])
+                run.log_dataset(split_dir, split, images, labels, params.data.dataset)
         best_state, best_epoch, history = fit(
             model, optimizer, scheduler, train_xy, val_xy, train_params, generator, label, on_epoch=run.log_epoch
         )
         checkpoint = {
             "variant": name,
             "seed": seed,
-            "variant_params": variant,
-            "model_params": model_params,
+            "variant_params": variant.model_dump(),
+            "model_params": model_params.model_dump(),
             "state_dict": best_state,
             "normalisation": [mean, std],
             "best_epoch": best_epoch,
@@ -168,7 +138,7 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
             "mlflow_run_id": run.run_id,
             "mlflow_parent_run_id": parent_run_id,
         }
-        if seed == train_params["seeds"][0]:
+        if seed == train_params.seeds[0]:
             model.load_state_dict(best_state)
             run.log_model(model, val_xy[0][:2])
     return checkpoint, history
@@ -203,10 +173,8 @@ def wide_history(histories):
 
 def train_variant(params, name, split_dir, models_dir, params_path="params.yaml"):
     """Train every seed of one variant into models_dir (whole or not at all); return {seed: history}."""
-    seeds, workers = params["train"]["seeds"], min(params["train"]["workers"], len(params["train"]["seeds"]))
-    with tracking.variant_run(params, name, "train", params_path) as run, atomic_path(models_dir) as tmp:
-        tmp.unlink()
-        tmp.mkdir()
+    seeds, workers = params.train.seeds, min(params.train.workers, len(params.train.seeds))
+    with tracking.variant_run(params, name, "train", params_path) as run, atomic_folder(models_dir) as tmp:
         jobs = [(params, name, str(split_dir), seed, run.run_id, str(tmp)) for seed in seeds]
         if workers == 1:
             histories = dict(zip(seeds, (_seed_job(*job) for job in jobs)))
@@ -235,7 +203,7 @@ def main():
     parser.add_argument("--history", required=True, help="per-epoch JSON to write (mean and each seed)")
     args = parser.parse_args()
     params = load_params(args.params)
-    variant_params(params, args.variant)  # fail on an unknown variant before loading data
+    params.variant(args.variant)  # fail on an unknown variant before loading data
     for split in ("train", "val"):  # a missing input fails before any run is opened in MLflow
         if not split_file(args.split, split).is_file():
             raise FileNotFoundError(2, "No such file", str(split_file(args.split, split)))

@@ -61,6 +61,21 @@ def test_corrupt_file_gives_checksum_error_and_no_output(idx_folder, http_mirror
     assert not out.exists() and list(tmp_path.glob(".raw.*")) == []
 
 
+def test_damaged_gzip_is_one_line_and_the_next_source_is_tried(idx_folder, tmp_path):
+    folder, sums = idx_folder
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    for path in folder.glob("*.gz"):
+        data = bytearray(path.read_bytes())
+        data[20:60] = bytes(b ^ 0xFF for b in data[20:60])  # bytes flipped near the start of the stream
+        (damaged / path.name).write_bytes(bytes(data))
+    with pytest.raises(DataError) as error:
+        download("FashionMNIST", [str(damaged)], tmp_path / "raw", True, pinned={"FashionMNIST": sums})
+    assert str(damaged / "train-images-idx3-ubyte.gz") in str(error.value) and "\n" not in str(error.value)
+    out = download("FashionMNIST", [str(damaged), str(folder)], tmp_path / "raw", True, pinned={"FashionMNIST": sums})
+    assert len(FashionMNIST(out, train=True, download=False)) == 600
+
+
 def test_failed_download_keeps_the_previous_output(idx_folder, tmp_path):
     folder, sums = idx_folder
     out = download("FashionMNIST", [str(folder)], tmp_path / "raw", True, pinned={"FashionMNIST": sums})

@@ -1,12 +1,13 @@
 """Models against oracles: the hand-counted LeNet-5 size, output shapes, the MLP's size."""
 
+import typing
+
 import pytest
 import torch
 from helpers import ROOT
 
 from pipeline.models import ACTIVATIONS, LeNet5, build_model, count_parameters
-from pipeline.params import ACTIVATIONS as ACTIVATION_NAMES
-from pipeline.params import load_params
+from pipeline.params import Model, load_params
 
 PARAMS = load_params(ROOT / "params.yaml")
 
@@ -25,25 +26,28 @@ def test_batchnorm_adds_two_parameters_per_channel():
 
 
 def test_mlp_is_within_one_percent_of_lenet5():
-    mlp = build_model(PARAMS["variants"]["mlp"], PARAMS["model"])
+    mlp = build_model(PARAMS.variants["mlp"], PARAMS.model)
     assert abs(count_parameters(mlp) - LENET5_HAND_COUNT) / LENET5_HAND_COUNT < 0.01
 
 
-@pytest.mark.parametrize("name", list(PARAMS["variants"]))
+@pytest.mark.parametrize("name", list(PARAMS.variants))
 def test_every_variant_maps_a_batch_to_ten_logits(name):
-    model = build_model(PARAMS["variants"][name], PARAMS["model"]).eval()
+    model = build_model(PARAMS.variants[name], PARAMS.model).eval()
     assert model(torch.zeros(3, 1, 32, 32)).shape == (3, 10)
 
 
-def test_every_activation_name_has_a_module():
-    assert set(ACTIVATIONS) == set(ACTIVATION_NAMES)
+def test_params_accepts_exactly_the_activations_models_implements():
+    accepted = set(typing.get_args(Model.model_fields["activation"].annotation))
+    assert accepted == set(ACTIVATIONS)
+    for name in accepted:
+        assert LeNet5(name, batchnorm=False, dropout=0.0)(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
 
 
 def test_dropout_variant_has_dropout_layers_at_the_configured_rate():
-    model = build_model(PARAMS["variants"]["dropout"], PARAMS["model"])
+    model = build_model(PARAMS.variants["dropout"], PARAMS.model)
     rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    assert rates == [PARAMS["model"]["dropout"]]  # one module, applied after fc1 and fc2
-    vanilla = build_model(PARAMS["variants"]["vanilla"], PARAMS["model"])
+    assert rates == [PARAMS.model.dropout]  # one module, applied after fc1 and fc2
+    vanilla = build_model(PARAMS.variants["vanilla"], PARAMS.model)
     assert not [m for m in vanilla.modules() if isinstance(m, torch.nn.Dropout)]
 
 

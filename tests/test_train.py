@@ -7,8 +7,9 @@ from helpers import shrunk_params
 from pipeline.engine import random_shift
 from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate_variant
+from pipeline.optim import make_scheduler
 from pipeline.params import validate
-from pipeline.train import SCHEDULERS, train_seed, train_variant, wide_history
+from pipeline.train import train_seed, train_variant, wide_history
 
 
 def test_random_shift_equals_torch_roll_per_image():
@@ -116,7 +117,7 @@ def test_per_batch_schedules_follow_torch_and_end_near_zero(split_dir, scheduler
     _, history = train_seed(params, "mlp", split_dir, seed=0)
     # the oracle: torch's own scheduler stepped once per batch (500 images / 64 = 8 batches an epoch)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
-    oracle = SCHEDULERS[scheduler](optimizer, params["train"], 3 * 8)
+    oracle = make_scheduler(optimizer, params.train, 3 * 8)
     expected = []
     for _ in range(3):
         expected.append(optimizer.param_groups[0]["lr"])
@@ -153,7 +154,10 @@ def test_two_worker_processes_give_the_same_checkpoints_as_one(split_dir, tmp_pa
     params = tiny_params()
     train_variant(params, "vanilla", split_dir, tmp_path / "one")
     train_variant(
-        validate({**params, "train": {**params["train"], "workers": 2}}), "vanilla", split_dir, tmp_path / "two"
+        params.model_copy(update={"train": params.train.model_copy(update={"workers": 2})}),
+        "vanilla",
+        split_dir,
+        tmp_path / "two",
     )
     for seed in (0, 1):
         one = torch.load(tmp_path / "one" / f"seed{seed}.pt", weights_only=True)["state_dict"]
