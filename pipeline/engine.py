@@ -19,6 +19,22 @@ def random_shift(x, max_shift, generator):
     return shifted.contiguous(memory_format=torch.channels_last)
 
 
+def batches(order, batch_size):
+    """`order` cut into batches; a last batch of one joins the one before it.
+
+    Batch norm cannot normalise a batch of one in training mode (PyTorch raises
+    "Expected more than 1 value per channel"), and a one-image step is noise anyway.
+    """
+    chunks = list(order.split(batch_size))
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2:] = [torch.cat(chunks[-2:])]
+    return chunks
+
+
+def batches_per_epoch(n, batch_size):
+    return n // batch_size + (n % batch_size > 1)
+
+
 def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip, shift, scheduler=None):
     """One pass over shuffled batches; returns (mean loss, accuracy) as floats.
 
@@ -29,7 +45,7 @@ def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hfl
     n = len(labels)
     total_loss = torch.zeros((), device=images.device)
     correct = torch.zeros((), device=images.device, dtype=torch.long)
-    for idx in torch.randperm(n, generator=generator).split(batch_size):
+    for idx in batches(torch.randperm(n, generator=generator), batch_size):
         idx = idx.to(images.device)
         x, y = images[idx], labels[idx]
         if hflip:  # mirror half the batch: cheap augmentation on the whole tensor

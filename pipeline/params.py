@@ -5,7 +5,7 @@ missing key is an error, and so is an unknown one (extra="forbid"). The valid
 choices are the keys of the dicts that implement them (models.ACTIVATIONS,
 models.ARCHITECTURES, optim.OPTIMIZERS, optim.SCHEDULERS, data.DATASETS), so
 the schema cannot drift from the code. Strict mode: YAML's `true` is not an
-integer and `5e-4` (text to YAML) is not a number. Every error becomes one
+integer, and text is not a number; `1e-3` is read as a number, as DVC reads it. Every error becomes one
 line (ParamsError) naming the key and what would be valid.
 """
 
@@ -24,6 +24,25 @@ from pipeline.optim import OPTIMIZERS, SCHEDULERS
 # Variant names become DVC stage names and `-S variants.<name>.x=...` keys,
 # where Hydra's override grammar allows no '-'.
 VARIANT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, but `1e-3` is a number, as in YAML 1.2 and in DVC's parser (ruamel)."""
+
+
+# YAML 1.2's float pattern (PyYAML implements 1.1, whose floats need a dot).
+Yaml12Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+        |[-+]?\.(?:inf|Inf|INF)
+        |\.(?:nan|NaN|NAN))$""",
+        re.X,
+    ),
+    list("-+0123456789."),
+)
 
 
 class ParamsError(PipelineError):
@@ -155,6 +174,12 @@ class Params(Section):
                         f"variants.{name}.uses is {variant.uses!r} but the variant reads {key}: "
                         f"set uses to {key} (or to 'model' when it reads several model keys)"
                     )
+        normalised = [name for name, variant in self.variants.items() if variant.batchnorm]
+        if normalised and self.train.batch_size < 2:
+            raise ValueError(
+                f"train.batch_size must be >= 2 when a variant uses batch norm ({', '.join(normalised)}); got "
+                f"{self.train.batch_size}"
+            )
         if self.report.baseline not in self.variants:
             raise ValueError(
                 f"report.baseline must name a variant ({', '.join(self.variants)}); got {self.report.baseline!r}"
@@ -210,8 +235,7 @@ def one_line(error):
     if kind in ("int_type", "int_from_float"):
         return f"{key} must be an integer, got {value!r}"
     if kind == "float_type":
-        hint = " (YAML reads 5e-4 as text: write 5.0e-4)" if isinstance(value, str) else ""
-        return f"{key} must be a number, got {value!r}{hint}"
+        return f"{key} must be a number, got {value!r}"
     if kind == "bool_type":
         return f"{key} must be true or false, got {value!r}"
     if kind == "string_type":
@@ -235,7 +259,7 @@ def validate(raw):
 def load_params(path="params.yaml"):
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=Yaml12Loader)
     except FileNotFoundError:
         raise ParamsError(f"params file {path} not found") from None
     except yaml.YAMLError as e:

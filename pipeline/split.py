@@ -54,6 +54,13 @@ def stratified_split(labels, val_size, seed):
     quota = share.floor().long()
     remainder = val_size - int(quota.sum())
     quota[torch.argsort(share - quota, descending=True, stable=True)[:remainder]] += 1
+    for what, empty in (("validation", quota == 0), ("training", quota == counts)):
+        if empty.any():
+            cls = int(torch.nonzero(empty)[0])
+            raise PipelineError(
+                f"data.val_size {val_size} leaves class {cls} ({int(counts[cls])} of {n} images) without {what} "
+                f"images; every class needs both: choose a val_size nearer the middle of 1..{n - 1}"
+            )
     generator = torch.Generator().manual_seed(seed)
     train_idx, val_idx = [], []
     for cls, take in enumerate(quota.tolist()):

@@ -18,9 +18,12 @@ row per variant with its seeds folded under it. Tracking off
 (tracking.enabled: false) yields run objects that record nothing.
 """
 
+import contextlib
 import hashlib
 import os
+import socket
 import subprocess
+import sys
 import time
 import warnings
 from contextlib import contextmanager
@@ -45,7 +48,35 @@ def repo_root():
 
 
 def tracking_uri():
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    """MLFLOW_TRACKING_URI with a relative local path made absolute against the repo root, else our default.
+
+    A queued experiment runs in a temp copy that DVC deletes afterwards: a path
+    relative to the working folder (`sqlite:///mlflow.db`, MLflow's own example)
+    would put its runs there and lose them.
+    """
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
+    path = store_path(uri)
+    return uri if path is None else uri.replace(uri.split("?")[0], _with_path(uri.split("?")[0], path), 1)
+
+
+def store_path(uri):
+    """The local file or folder a sqlite:// or file store URI names (absolute), or None for a server."""
+    base = uri.split("?")[0]
+    if base.startswith("sqlite:///"):
+        path = base.removeprefix("sqlite:///")
+    elif base.startswith("file://"):
+        path = base.removeprefix("file://")
+    elif base.startswith("file:"):
+        path = base.removeprefix("file:")
+    elif "://" not in base:  # a bare path: MLflow's file store
+        path = base
+    else:
+        return None
+    return (repo_root() / path).resolve() if path else None  # an absolute path stays as it is
+
+
+def _with_path(base, path):
+    return f"sqlite:///{path}" if base.startswith("sqlite:") else path.as_uri()
 
 
 def flatten(prefix, value):
@@ -78,12 +109,27 @@ def git_commit():
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
-def _experiment_id(mlflow, name, artifact_location):
-    """Create the experiment once, under a lock (several stages may start at once)."""
-    with FileLock(repo_root() / ".mlflow.lock", timeout=120):
+def _experiment_id(mlflow, name, uri):
+    """Create the experiment once: under a lock beside a local store, which every clone and queue worker
+    sharing that store also takes (a new SQLite store initialised by two processes at once fails)."""
+    path = store_path(uri)
+    lock = FileLock(f"{path}.lock", timeout=120) if path else contextlib.nullcontext()
+    # A local store keeps artifacts beside it, wherever it is used from; a server decides itself.
+    location = (path.parent / "mlruns").as_uri() if path and uri.startswith("sqlite:") else None
+    with lock:
         experiment = mlflow.get_experiment_by_name(name)
         if experiment is None:
-            return mlflow.create_experiment(name, artifact_location=artifact_location, tags=EXPERIMENT_TAGS)
+            try:
+                return mlflow.create_experiment(name, artifact_location=location, tags=EXPERIMENT_TAGS)
+            except Exception:  # made meanwhile by another client of the same server
+                experiment = mlflow.get_experiment_by_name(name)
+                if experiment is None:
+                    raise
+        if experiment.lifecycle_stage == "deleted":
+            raise TrackingError(
+                f"MLflow experiment {name!r} in {uri} is deleted: restore it with `mlflow experiments restore "
+                f"--experiment-id {experiment.experiment_id}` or set tracking.experiment to a new name"
+            )
         if experiment.tags.get("mlflow.experimentKind") is None:  # made by an older version of this module
             for key, value in EXPERIMENT_TAGS.items():
                 mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
@@ -101,22 +147,57 @@ def open_store(params):
 
     uri = tracking_uri()
     key = (uri, params.tracking.experiment)
-    if key in _OPENED:
-        mlflow.set_tracking_uri(uri)
-        return mlflow, _OPENED[key]
-    # Our own store keeps artifacts beside it; a user's store (a server) decides itself.
-    # Decide before set_tracking_uri(), which exports MLFLOW_TRACKING_URI itself.
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (repo_root() / "mlruns").as_uri()
     mlflow.set_tracking_uri(uri)
+    if key not in _OPENED:
+        try:
+            _OPENED[key] = _experiment_id(mlflow, params.tracking.experiment, uri)
+        except TrackingError:
+            raise
+        except Exception as e:
+            raise TrackingError(
+                f"MLflow store {uri} cannot be used ({type(e).__name__}: {_first_line(e)}); set "
+                f"MLFLOW_TRACKING_URI to a reachable store or tracking.enabled: false"
+            ) from None
+    return mlflow, _OPENED[key]
+
+
+def _first_line(error):
+    return (str(error).strip().splitlines() or [""])[0][:200]
+
+
+def warn(what, error):
+    """One line on stderr: MLflow is a mirror, so its failures never cost a stage its outputs."""
+    print(
+        f"warning: MLflow: {what} not mirrored to {tracking_uri()} ({type(error).__name__}: {_first_line(error)}); "
+        "the DVC outputs are complete",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def mark_stale_runs(client, experiment_id):
+    """End as KILLED the runs this machine left RUNNING from a process that no longer exists (SIGKILL, OOM)."""
+    host = socket.gethostname()
+    stale = client.search_runs(
+        [experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+    )
+    for run in stale:
+        pid = int(run.data.tags.get("pid", "0"))
+        if pid and not _alive(pid):
+            client.set_terminated(run.info.run_id, "KILLED")
+            print(
+                f"MLflow: run {run.info.run_name} ({run.info.run_id}) was left RUNNING by a dead process: marked KILLED"
+            )
+
+
+def _alive(pid):
     try:
-        _OPENED[key] = _experiment_id(mlflow, params.tracking.experiment, location)
-        return mlflow, _OPENED[key]
-    except Exception as e:
-        raise TrackingError(
-            f"MLflow store {uri} cannot be used ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}); set MLFLOW_TRACKING_URI to a "
-            f"reachable store or tracking.enabled: false"
-        ) from None
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _tags(params, variant, stage):
@@ -125,6 +206,8 @@ def _tags(params, variant, stage):
         "dvc_stage": f"{stage}@{variant}",
         "git_commit": git_commit(),
         "dataset": params.data.dataset,
+        "host": socket.gethostname(),  # with pid: a later stage can tell a dead run from a live one
+        "pid": str(os.getpid()),
     }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
@@ -132,46 +215,52 @@ def _tags(params, variant, stage):
 
 
 class Run:
-    """What the stages log into one run, by id; every method is a no-op when tracking is off."""
+    """What the stages log into one run, by id. Every method is a no-op when tracking is off, and a
+    failure (a server gone, a full disk) is one warning, after which the run logs nothing more."""
 
     def __init__(self, mlflow=None, run_id=None):
         self.mlflow, self.run_id = mlflow, run_id
+
+    def _mirror(self, what, action):
+        if not self.mlflow:
+            return
+        try:
+            action(self.mlflow)
+        except Exception as e:
+            warn(what, e)
+            self.mlflow = None  # a dead server would cost a timeout per call
 
     def log_epoch(self, record):
         self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
     def log_metrics(self, metrics, step=0):
-        if self.mlflow:
+        def log(mlflow):
             from mlflow.entities import Metric
 
             now = int(time.time() * 1000)
-            self.mlflow.MlflowClient().log_batch(
-                self.run_id,
-                metrics=[
-                    Metric(k, float(v), now, step)
-                    for k, v in metrics.items()
-                    if isinstance(v, (int, float)) and not isinstance(v, bool)
-                ],
+            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            mlflow.MlflowClient().log_batch(
+                self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in numbers.items()]
             )
 
+        self._mirror("metrics", log)
+
     def log_artifact(self, path):
-        if self.mlflow:
-            self.mlflow.MlflowClient().log_artifact(self.run_id, str(path))
+        self._mirror(f"artifact {path}", lambda mlflow: mlflow.MlflowClient().log_artifact(self.run_id, str(path)))
 
     def log_figure(self, figure, name):
-        if self.mlflow:
-            import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt
 
-            self.mlflow.MlflowClient().log_figure(self.run_id, figure, name)
-            plt.close(figure)
+        self._mirror(f"figure {name}", lambda mlflow: mlflow.MlflowClient().log_figure(self.run_id, figure, name))
+        plt.close(figure)
 
     def log_dict(self, data, name):
-        if self.mlflow:
-            self.mlflow.MlflowClient().log_dict(self.run_id, data, name)
+        self._mirror(name, lambda mlflow: mlflow.MlflowClient().log_dict(self.run_id, data, name))
 
     def log_dataset(self, split_dir, split, images, labels, dataset):
         """The split as an MLflow input of the active run: its name, the split and a digest of its file."""
-        if self.mlflow:
+
+        def log(mlflow):
             import mlflow.data
 
             path = Path(split_dir) / f"{split}.pt"
@@ -185,66 +274,100 @@ class Run:
                     name=f"{dataset}-{split}",
                     digest=digest,
                 )
-            self.mlflow.log_input(data, context=split)
+            mlflow.log_input(data, context=split)
+
+        self._mirror(f"the {split} dataset", log)
 
     def log_model(self, model, example):
         """The model (of the active run) with a signature; an example batch of >= 2 keeps the batch dim free."""
-        if self.mlflow:
+
+        def log(mlflow):
             import mlflow.pytorch
             import torch
 
-            model = model.cpu().eval()
             # Naming the requirement skips MLflow's inference of it, which loads
             # the model in a subprocess: ~6 s per model on 2 cores.
             mlflow.pytorch.log_model(
-                model,
+                model.cpu().eval(),
                 name="model",
                 input_example=example.cpu().contiguous().numpy(),
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
 
+        self._mirror("the model", log)
+
+    def end(self, status):
+        self._mirror(f"run status {status}", lambda mlflow: mlflow.MlflowClient().set_terminated(self.run_id, status))
+
 
 @contextmanager
 def variant_run(params, variant, stage, params_path):
-    """The parent run of one variant's training, ended FINISHED, or FAILED when the stage raises."""
+    """The parent run of one variant's training, ended FINISHED, or FAILED when the stage raises.
+
+    An unusable store fails the stage here, before any training; later failures are warnings.
+    """
     store = open_store(params)
     if store is None:
         yield Run()
         return
     mlflow, experiment_id = store
     client = mlflow.MlflowClient()
-    run = client.create_run(experiment_id, run_name=f"{stage}@{variant}", tags=_tags(params, variant, stage))
     try:
-        for key, value in resolved_params(params, variant).items():
-            client.log_param(run.info.run_id, key, value)
-        client.log_artifact(run.info.run_id, str(params_path))
-        yield Run(mlflow, run.info.run_id)
+        mark_stale_runs(client, experiment_id)
+        run = client.create_run(experiment_id, run_name=f"{stage}@{variant}", tags=_tags(params, variant, stage))
+    except Exception as e:
+        raise TrackingError(
+            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {_first_line(e)})"
+        ) from None
+    parent = Run(mlflow, run.info.run_id)
+    parent._mirror(
+        "params",
+        lambda m: [client.log_param(run.info.run_id, k, v) for k, v in resolved_params(params, variant).items()],
+    )
+    parent.log_artifact(params_path)
+    try:
+        yield parent
     except BaseException:
-        client.set_terminated(run.info.run_id, "FAILED")
+        parent.end("FAILED")
         raise
-    client.set_terminated(run.info.run_id, "FINISHED")
+    parent.end("FINISHED")
 
 
 @contextmanager
 def seed_run(params, variant, seed, parent_run_id):
     """The active run of one seed's training (in a worker process), a child of the variant's run."""
-    store = open_store(params) if parent_run_id else None
+    try:
+        store = open_store(params) if parent_run_id else None
+        if store is not None:
+            mlflow, experiment_id = store
+            tags = {**_tags(params, variant, "train"), "seed": str(seed), "mlflow.parentRunId": parent_run_id}
+            active = mlflow.start_run(experiment_id=experiment_id, run_name=f"train@{variant}/seed{seed}", tags=tags)
+            mlflow.log_params({**resolved_params(params, variant), "seed": seed})
+    except Exception as e:
+        warn(f"seed {seed}'s run", e)
+        store = None
     if store is None:
         yield Run()
         return
-    mlflow, experiment_id = store
-    tags = {**_tags(params, variant, "train"), "seed": str(seed), "mlflow.parentRunId": parent_run_id}
-    active = mlflow.start_run(experiment_id=experiment_id, run_name=f"train@{variant}/seed{seed}", tags=tags)
+    run, status = Run(mlflow, active.info.run_id), "FINISHED"
     try:
-        mlflow.log_params({**resolved_params(params, variant), "seed": seed})
-        yield Run(mlflow, active.info.run_id)
+        yield run
     except BaseException:
-        mlflow.end_run("FAILED")
+        status = "FAILED"
         raise
-    mlflow.end_run("FINISHED")
+    finally:
+        if run.mlflow:  # else a warning said so already, and the store would only time out again
+            try:
+                mlflow.end_run(status)
+            except Exception as e:
+                warn(f"seed {seed}'s run status", e)
 
 
 def existing_run(params, run_id):
     """A Run that adds to a run made earlier (evaluate adds the test metrics to training's runs)."""
-    store = open_store(params) if run_id else None
+    try:
+        store = open_store(params) if run_id else None
+    except Exception as e:
+        warn(f"run {run_id}", e)
+        store = None
     return Run() if store is None else Run(store[0], run_id)

@@ -15,10 +15,11 @@ place where both cores can train at once (docs in README, "Speed").
 """
 
 import argparse
-import concurrent.futures
 import copy
 import math
 import multiprocessing
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from tqdm import tqdm
 
 from pipeline import tracking
 from pipeline.data import load_split, normalisation, split_file, to_model_input
-from pipeline.engine import loss_and_accuracy, predict, train_one_epoch
+from pipeline.engine import batches_per_epoch, loss_and_accuracy, predict, train_one_epoch
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import atomic_folder, save_torch, write_json
 from pipeline.models import build_model, count_parameters
@@ -111,7 +112,7 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
     model = build_model(variant, model_params).to(device, memory_format=torch.channels_last)
     weight_decay = model_params.weight_decay if variant.weight_decay else 0.0
     optimizer = make_optimizer(model, train_params, weight_decay)
-    steps = train_params.epochs * math.ceil(len(train_labels) / train_params.batch_size)
+    steps = train_params.epochs * batches_per_epoch(len(train_labels), train_params.batch_size)
     scheduler = make_scheduler(optimizer, train_params, steps)
     generator = torch.Generator().manual_seed(seed)  # data order and augmentation
     label = f"{name}/seed{seed}"
@@ -151,6 +152,25 @@ def _seed_job(params, name, split_dir, seed, parent_run_id, out_dir):
     return history
 
 
+def _in_workers(function, jobs, workers):
+    """[function(*job) for job in jobs], run by `workers` spawned processes; any failure stops them all."""
+    # spawn, not fork: a forked child inherits torch's thread pools mid-state
+    with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_setup) as pool:
+        pending = [pool.apply_async(function, job) for job in jobs]
+        return [result.get() for result in pending]  # leaving `with` early terminates the workers
+
+
+def _worker_setup():
+    """Ctrl-C goes to the stage's own process, which stops the workers: one message, not one per worker.
+
+    tqdm's default lock is a multiprocessing semaphore; a worker stopped mid-run
+    never releases it, and the resource tracker then warns of a "leak" at exit.
+    The workers print no bars that could interleave, so a thread lock will do.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
+
+
 def wide_history(histories):
     """{seed: [records]} -> one record per epoch: the mean over the seeds that ran it, and each seed's value."""
     last = max(len(h) for h in histories.values())
@@ -179,16 +199,7 @@ def train_variant(params, name, split_dir, models_dir, params_path="params.yaml"
         if workers == 1:
             histories = dict(zip(seeds, (_seed_job(*job) for job in jobs)))
         else:
-            # spawn, not fork: a forked child inherits torch's thread pools mid-state
-            context = multiprocessing.get_context("spawn")
-            with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
-                futures = [pool.submit(_seed_job, *job) for job in jobs]
-                try:
-                    histories = dict(zip(seeds, (f.result() for f in futures)))
-                except BaseException:
-                    for future in futures:
-                        future.cancel()
-                    raise
+            histories = dict(zip(seeds, _in_workers(_seed_job, jobs, workers)))
         if run.mlflow:
             run.log_dict(wide_history(histories), "history.json")
     return histories
@@ -207,6 +218,12 @@ def main():
     for split in ("train", "val"):  # a missing input fails before any run is opened in MLflow
         if not split_file(args.split, split).is_file():
             raise FileNotFoundError(2, "No such file", str(split_file(args.split, split)))
+    train_size = len(load_split(args.split, "train")[1])
+    if train_size < params.train.batch_size:
+        raise PipelineError(
+            f"the training split holds {train_size} images, fewer than one batch (train.batch_size "
+            f"{params.train.batch_size}): lower train.batch_size or data.val_size ({params.data.val_size})"
+        )
     histories = train_variant(params, args.variant, args.split, args.models, args.params)
     write_json(args.history, wide_history(histories))
 

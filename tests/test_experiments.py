@@ -51,7 +51,8 @@ def test_queued_grid_and_a_bad_value(project):
         env,
     )
     run(["dvc", "exp", "run", "--queue", "--name", "banana", "-S", "model.activation=banana"], repo, env)
-    run(["dvc", "queue", "start", "-j", "2"], repo, env)
+    # MLflow's documented form, relative: it must resolve against the repo, not the queue's temp copy
+    run(["dvc", "queue", "start", "-j", "2"], repo, {**env, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"})
     status = wait_for_queue(repo, env)
 
     # the bad value fails alone, with the validation error, and touches nothing
@@ -100,10 +101,36 @@ def test_queued_grid_and_a_bad_value(project):
     assert len(ranked) >= 4 and ranked[0]["val_acc"] >= ranked[-1]["val_acc"]
 
 
+def outputs(repo):
+    return {
+        p: p.read_bytes() for d in ("data/models", "plots", "metrics") for p in (repo / d).rglob("*") if p.is_file()
+    }
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.batch_size=0", "error: train.batch_size must be >= 1, got 0"),
+        ("tracking.enabled=maybe", "error: tracking.enabled must be true or false, got 'maybe'"),
+    ],
+)
+def test_a_bad_value_fails_before_any_output_is_removed(project, override, message):
+    repo, env = project
+    before = outputs(repo) | {repo / "report.md": (repo / "report.md").read_bytes()}
+    result = run(["dvc", "exp", "run", "-S", override], repo, env, check=False)
+    log = result.stdout + result.stderr
+    assert result.returncode != 0 and message in log, log
+    assert "Running stage 'check'" in log and "Running stage 'train@" not in log
+    assert outputs(repo) | {repo / "report.md": (repo / "report.md").read_bytes()} == before
+    run(["git", "checkout", "params.yaml"], repo, env)  # the one-line way back
+    assert "up to date" in run(["dvc", "status"], repo, env).stdout
+
+
 def test_same_experiment_again_comes_from_the_run_cache(project):
     repo, env = project
     first = run(["dvc", "exp", "run", "-S", "model.dropout=0.4"], repo, env).stdout
     assert "Running stage 'train@dropout'" in first
+    assert "Running stage 'train@vanilla'" not in first and "Stage 'evaluate@vanilla' didn't change" in first
     metrics = (repo / "metrics/dropout.json").read_text()
     run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], repo, env)
     again = run(["dvc", "exp", "run", "-S", "model.dropout=0.4"], repo, env).stdout

@@ -39,7 +39,7 @@ DELETE = object()
         (("train", "lrr"), 0.1, "unknown key train.lrr"),
         (("train", "lr"), 0.0, "train.lr must be > 0, got 0.0"),
         (("train", "lr"), -1, "train.lr must be > 0, got -1"),
-        (("train", "lr"), "5e-4", "train.lr must be a number, got '5e-4' (YAML reads 5e-4 as text"),
+        (("train", "lr"), "5e-4", "train.lr must be a number, got '5e-4'"),
         (("train", "epochs"), 2.5, "train.epochs must be an integer"),
         (("train", "epochs"), True, "train.epochs must be an integer"),
         (("model", "dropout"), 1.0, "model.dropout must be < 1, got 1.0"),
@@ -70,6 +70,14 @@ def test_bad_params_name_the_key(path, value, message):
         validate(broken(path, value))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_exponents_without_a_dot_are_numbers_as_dvc_reads_them(tmp_path):
+    text = (ROOT / "params.yaml").read_text().replace("weight_decay: 5.0e-4", "weight_decay: 5e-4")
+    assert "weight_decay: 5e-4" in text
+    (tmp_path / "params.yaml").write_text(text)
+    assert load_params(tmp_path / "params.yaml").model.weight_decay == 5e-4
+    assert yaml.safe_load(text)["model"]["weight_decay"] == "5e-4"  # what plain PyYAML would have read
 
 
 def test_a_section_uses_covers_several_keys():

@@ -44,3 +44,12 @@ def test_same_seed_same_split_other_seed_other_split():
 def test_val_size_out_of_range_names_the_key():
     with pytest.raises(PipelineError, match="data.val_size must be between 1 and 4999"):
         stratified_split(labels_with_imbalance(), 5000, seed=0)
+
+
+def test_a_split_that_leaves_a_class_without_validation_images_is_refused():
+    with pytest.raises(
+        PipelineError, match=r"data.val_size 5 leaves class \d \(\d+ of 5000 images\) without validation"
+    ):
+        stratified_split(labels_with_imbalance(), 5, seed=0)
+    with pytest.raises(PipelineError, match=r"data.val_size 4995 leaves class \d .* without training"):
+        stratified_split(labels_with_imbalance(), 4995, seed=0)

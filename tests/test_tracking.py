@@ -76,7 +76,7 @@ def test_tracking_disabled_needs_no_store(split_dir, tmp_path):
 
 @pytest.fixture
 def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1, small (1 worker, no job runner), stopped by its PID."""
+    """A real `mlflow server` on 127.0.0.1, small (1 worker, no job runner): (url, its Popen)."""
     port = free_port()
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
@@ -112,14 +112,20 @@ def mlflow_server(tmp_path):
                 assert server.poll() is None, "mlflow server exited"
                 assert time.monotonic() < deadline, "mlflow server not up in 60 s"
                 time.sleep(0.5)
-        yield url
+        yield url, server
     finally:
+        stop_server(server)
+
+
+def stop_server(server):
+    try:
         os.killpg(server.pid, signal.SIGTERM)  # its own process group: the worker goes too
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait()
+        server.wait(timeout=20)
+    except ProcessLookupError:  # stopped already, by the test
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
 
 
 def rest(url, path, body):
@@ -131,6 +137,7 @@ def rest(url, path, body):
 
 
 def test_a_stage_logs_to_a_live_server(mlflow_server, split_dir, tmp_path):
+    mlflow_server, _ = mlflow_server
     env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
     subprocess.run(
         train_cmd(write_params(tmp_path), split_dir, tmp_path),
@@ -160,3 +167,144 @@ def test_a_stage_logs_to_a_live_server(mlflow_server, split_dir, tmp_path):
         params = {p["key"]: p["value"] for p in run["data"]["params"]}
         assert params["variant.arch"] == "mlp" and params["train.epochs"] == "2"
         assert {m["key"] for m in run["data"]["metrics"]} >= {"val_acc", "train_loss", "lr"}
+
+
+def start_training(params, split_dir, tmp_path, env, variant="mlp"):
+    """The train stage as a background process of its own group, its stdout in a file."""
+    log = tmp_path / "stage.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            train_cmd(params, split_dir, tmp_path, variant),
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+    return proc, log
+
+
+def wait_for_epochs(log, count, timeout=120):
+    deadline = time.monotonic() + timeout
+    while log.read_text().count(" epoch ") < count:
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
+
+
+def test_a_server_stopped_mid_run_is_a_warning_and_the_outputs_are_complete(mlflow_server, split_dir, tmp_path):
+    url, server = mlflow_server
+    params = write_params(tmp_path, **{"train.epochs": 40, "train.seeds": [0]})
+    proc, log = start_training(params, split_dir, tmp_path, {**os.environ, "MLFLOW_TRACKING_URI": url})
+    wait_for_epochs(log, 2)
+    stop_server(server)
+    _, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    warnings = stderr.strip().splitlines()
+    assert 1 <= len(warnings) <= 2 and all(w.startswith("warning: MLflow: ") for w in warnings), stderr
+    assert "the DVC outputs are complete" in warnings[0] and "Traceback" not in stderr
+    assert (tmp_path / "models" / "seed0.pt").is_file() and (tmp_path / "history.json").is_file()
+
+
+def test_relative_store_paths_resolve_against_the_repo_root(tmp_path, monkeypatch):
+    from pipeline.tracking import store_path, tracking_uri
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    for given, expected in [
+        ("sqlite:///mlflow.db", f"sqlite:///{tmp_path / 'mlflow.db'}"),
+        ("sqlite:///stores/team.db?timeout=30", f"sqlite:///{tmp_path / 'stores/team.db'}?timeout=30"),
+        ("sqlite:////srv/mlflow.db", "sqlite:////srv/mlflow.db"),
+        ("file:mlruns", (tmp_path / "mlruns").as_uri()),
+        ("./mlruns", (tmp_path / "mlruns").as_uri()),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+    ]:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", given)
+        assert tracking_uri() == expected, given
+    assert store_path("http://127.0.0.1:5000") is None
+
+
+CREATE_AND_LOG = """
+import sys
+from pipeline import tracking
+from pipeline.params import load_params
+params = load_params(sys.argv[1])
+with tracking.variant_run(params, "mlp", "train", sys.argv[1]) as run:
+    run.log_metrics({"x": 1.0})
+"""
+
+
+def test_two_clones_create_one_new_store_at_once(tmp_path):
+    store = tmp_path / "shared" / "mlflow.db"
+    store.parent.mkdir()
+    params = write_params(tmp_path)
+    procs = []
+    for clone in ("a", "b"):  # two clones: two repo roots, one store, started together
+        (tmp_path / clone).mkdir()
+        env = {**os.environ, "DVC_ROOT": str(tmp_path / clone), "MLFLOW_TRACKING_URI": f"sqlite:///{store}"}
+        env["PYTHONPATH"] = str(ROOT)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", CREATE_AND_LOG, str(params)],
+                cwd=tmp_path / clone,
+                env=env,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    for proc in procs:
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, stderr
+    client = mlflow.MlflowClient(f"sqlite:///{store}")
+    (experiment,) = client.search_experiments(filter_string="name = 'lenet5-variants'")
+    assert experiment.artifact_location == (store.parent / "mlruns").as_uri()  # beside the store, not in a clone
+    runs = client.search_runs([experiment.experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert not (tmp_path / "a" / ".mlflow.lock").exists() and (store.parent / "mlflow.db.lock").exists()
+
+
+def test_a_deleted_experiment_is_one_line_saying_how_to_restore_it(split_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = mlflow.MlflowClient(uri)
+    experiment_id = client.create_experiment("lenet5-variants")
+    client.delete_experiment(experiment_id)
+    result = subprocess.run(
+        train_cmd(write_params(tmp_path), split_dir, tmp_path),
+        cwd=ROOT,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: MLflow experiment 'lenet5-variants' in {uri} is deleted: restore it with "
+        f"`mlflow experiments restore --experiment-id {experiment_id}` or set tracking.experiment to a new name"
+    ]
+
+
+def test_a_run_left_running_by_a_killed_process_is_marked_killed_by_the_next(split_dir, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    params = write_params(tmp_path, **{"train.epochs": 200, "train.seeds": [0]})
+    proc, log = start_training(params, split_dir, tmp_path, env)
+    wait_for_epochs(log, 1)
+    os.killpg(proc.pid, signal.SIGKILL)  # as the out-of-memory killer would
+    proc.wait()
+    client = mlflow.MlflowClient(uri)
+    (experiment,) = client.search_experiments(filter_string="name = 'lenet5-variants'")
+    killed = client.search_runs([experiment.experiment_id])
+    assert {r.info.status for r in killed} == {"RUNNING"} and len(killed) == 2
+
+    result = subprocess.run(
+        train_cmd(write_params(tmp_path, **{"train.seeds": [0]}), split_dir, tmp_path),
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("was left RUNNING by a dead process: marked KILLED") == 2
+    status = {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
+    assert all(status[r.info.run_id] == "KILLED" for r in killed)
+    assert sorted(status.values()) == ["FINISHED", "FINISHED", "KILLED", "KILLED"]
