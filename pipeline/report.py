@@ -7,7 +7,8 @@ Writes:       <figures>/{accuracy_curves,loss_curves,val_accuracy,test_accuracy}
               and <report> (markdown: verdicts, the table, flags, the figures).
 A difference is called better or worse only when Welch's t-test over the
 seeds, Holm-corrected for the number of variants compared, rejects "no
-difference" at alpha = 1 - report.confidence (see pipeline/stats.py).
+difference" at alpha = 1 - report.confidence; the interval printed with it
+is at the level Holm used, so the two never disagree (see pipeline/stats.py).
 """
 
 import argparse
@@ -21,7 +22,7 @@ from pipeline.errors import PipelineError, run_stage
 from pipeline.figures import curves_figure, per_seed, test_accuracy_figure, val_overlay
 from pipeline.io import atomic_path, read_json
 from pipeline.params import load_params
-from pipeline.stats import holm, verdict, welch
+from pipeline.stats import holm, holm_levels, verdict, welch
 
 
 def load_results(variants, metrics_dir, history_dir):
@@ -38,12 +39,17 @@ def load_results(variants, metrics_dir, history_dir):
 def comparisons(results, baseline, confidence):
     """One row per variant other than the baseline: difference in test accuracy, interval, p, Holm, verdict."""
     base = list(per_seed(results[baseline]["metrics"], "test_acc").values())
-    rows = []
-    for name, r in results.items():
-        if name != baseline:
-            rows.append({"variant": name, **welch(list(per_seed(r["metrics"], "test_acc").values()), base, confidence)})
+    seeds = {name: list(per_seed(r["metrics"], "test_acc").values()) for name, r in results.items() if name != baseline}
+    pvalues = [welch(values, base, confidence)["p"] for values in seeds.values()]
+    # Each interval at the level Holm tested its difference at, so that it excludes 0 exactly when the verdict
+    # is better/worse; with one comparison that is `confidence` itself.
+    levels = holm_levels(pvalues, 1 - confidence)
+    rows = [
+        {"variant": name, **welch(values, base, confidence if level is None else 1 - level)}
+        for (name, values), level in zip(seeds.items(), levels)
+    ]
     table = pd.DataFrame(rows, columns=["variant", "diff", "ci_low", "ci_high", "p"])
-    table["p_holm"] = holm([None if pd.isna(p) else p for p in table["p"]])
+    table["p_holm"] = holm(pvalues)
     table["verdict"] = [
         verdict(d, None if pd.isna(p) else p, 1 - confidence) for d, p in zip(table["diff"], table["p_holm"])
     ]
@@ -118,7 +124,9 @@ def report_text(results, baseline, confidence, threshold, rel_figures, figure_na
         "checkpoint is the epoch with the lowest validation loss, scored once on the untouched test "
         f"set. Accuracies: mean ± std over seeds [{confidence:.0%} t interval]. Differences: Welch's "
         f"t-test against `{baseline}`, Holm-corrected for {len(compared)} comparison{'s' * (len(compared) != 1)} at "
-        f"alpha = {1 - confidence:.2g}.",
+        f"alpha = {1 - confidence:.2g}; each difference's interval is at the level Holm tested it at "
+        "(the smallest p at alpha/m, the next at alpha/(m-1), ...), so it excludes 0 exactly when the verdict "
+        "is better or worse.",
         "",
         "## Verdicts",
         "",

@@ -57,6 +57,24 @@ def holm(pvalues):
     return adjusted
 
 
+def holm_levels(pvalues, alpha):
+    """Per test, the alpha of the interval that agrees with Holm's decision; None stays None.
+
+    Holm compares the i-th smallest p (0-based) of m with alpha / (m - i) and
+    stops at the first that fails. An interval at that test's own level,
+    1 - alpha / (m - i), excludes 0 exactly when its p passes; for the tests
+    after the stop, the level of the test that failed, so their intervals
+    include 0 as their verdicts say. Verdict and interval never disagree.
+    """
+    present = sorted((p, i) for i, p in enumerate(pvalues) if p is not None)
+    m, levels, stopped = len(present), [None] * len(pvalues), None
+    for rank, (p, i) in enumerate(present):
+        if stopped is None and p >= alpha / (m - rank):
+            stopped = rank
+        levels[i] = alpha / (m - (rank if stopped is None else stopped))
+    return levels
+
+
 def verdict(diff, p_adjusted, alpha):
     """'better', 'worse', or why neither, for a difference with its Holm-adjusted p-value."""
     if p_adjusted is None:

@@ -4,12 +4,13 @@ import math
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
 from pipeline.evaluate import aggregate
 from pipeline.report import comparisons, report_text, still_improving
-from pipeline.stats import holm, summary, verdict, welch
+from pipeline.stats import holm, holm_levels, summary, verdict, welch
 
 
 def test_summary_by_hand():
@@ -59,6 +60,55 @@ def test_welch_undefined_without_two_seeds_or_spread():
 )
 def test_holm_by_hand(pvalues, adjusted):
     assert holm(pvalues) == pytest.approx(adjusted) if adjusted else holm(pvalues) == []
+
+
+@pytest.mark.parametrize(
+    "pvalues, levels",
+    [
+        # m = 3: 0.01 < 0.05/3 passes; 0.03 >= 0.05/2 fails and stops; 0.04 comes after the stop
+        ([0.01, 0.04, None, 0.03], [0.05 / 3, 0.05 / 2, None, 0.05 / 2]),
+        ([0.5, 0.001, 0.02], [0.05, 0.05 / 3, 0.05 / 2]),  # 0.001 and 0.02 pass; 0.5 fails at 0.05
+        ([0.2], [0.05]),
+    ],
+)
+def test_holm_levels_by_hand(pvalues, levels):
+    assert holm_levels(pvalues, 0.05) == pytest.approx(levels)
+
+
+def test_every_verdict_agrees_with_its_interval():
+    """Random seeds' accuracies, many times: better/worse exactly when the printed interval excludes 0."""
+    rng = np.random.default_rng(0)
+    disagreements, called = 0, 0
+    for _ in range(300):
+        shifts = rng.normal(0, 0.006, 4)
+        spreads = rng.uniform(0.0005, 0.005, 5)
+        accuracies = {"vanilla": list(0.91 + rng.normal(0, spreads[0], 3))}
+        for k, name in enumerate(["a", "b", "c", "d"]):
+            accuracies[name] = list(0.91 + shifts[k] + rng.normal(0, spreads[k + 1], 3))
+        compared = comparisons(results_from(accuracies), "vanilla", 0.95)
+        for _, row in compared.iterrows():
+            excludes_zero = row["ci_low"] > 0 or row["ci_high"] < 0
+            called += row["verdict"] in ("better", "worse")
+            disagreements += excludes_zero != (row["verdict"] in ("better", "worse"))
+    assert called > 100 and disagreements == 0
+
+
+def test_the_case_that_disagreed_with_unadjusted_intervals():
+    # dropout 0.5 against vanilla (docs/experiments.md): Welch p = 0.023, so its 95% interval excludes 0,
+    # but Holm-adjusted p = 0.069 (not distinguishable); the interval printed now includes 0, as the verdict says
+    accuracies = {
+        "vanilla": [0.9136, 0.9138, 0.9149],
+        "batchnorm": [0.9182, 0.9227, 0.9177],
+        "dropout": [0.8941, 0.8993, 0.9027],
+        "weight_decay": [0.913, 0.9162, 0.915],
+        "mlp": [0.8801, 0.8846, 0.8812],
+    }
+    row = comparisons(results_from(accuracies), "vanilla", 0.95).loc["dropout"]
+    assert row["verdict"] == "not distinguishable from seed noise" and row["ci_low"] < 0 < row["ci_high"]
+    oracle = scipy_stats.ttest_ind(accuracies["dropout"], accuracies["vanilla"], equal_var=False)
+    assert oracle.confidence_interval(0.95).high < 0  # what the report printed before
+    # m = 4: mlp (p = 0.0008) passes at 0.05/4; dropout is next, fails at 0.05/3, and Holm stops there
+    assert row["ci_high"] == pytest.approx(oracle.confidence_interval(1 - 0.05 / 3).high)
 
 
 def test_verdicts():
@@ -114,8 +164,11 @@ def test_report_words_match_the_intervals():
         if row["verdict"] in ("better", "worse"):
             assert row["ci_low"] > 0 or row["ci_high"] < 0
     text = report_text(results, "vanilla", 0.95, 0.005, Path("plots"), ["test_accuracy"])
+    # the smallest of 2 p-values is tested at alpha/2: its interval is scipy's at 97.5%
+    ci = scipy_stats.ttest_ind([0.92, 0.93, 0.925], [0.90, 0.91, 0.905], equal_var=False).confidence_interval(0.975)
+    assert (ci.low, ci.high) == pytest.approx((0.00573, 0.03427), abs=5e-6)
     assert (
-        "- batchnorm − vanilla: +2.00 pt [+0.87, +3.13], p = 0.00805 (Welch), Holm-adjusted p = 0.0161: "
+        "- batchnorm − vanilla: +2.00 pt [+0.57, +3.43], p = 0.00805 (Welch), Holm-adjusted p = 0.0161: "
         "**better**" in text
     )
     assert "| batchnorm | 1,000 | 3 | 92.50% ± 0.50 [91.26, 93.74] |" in re.sub(" +", " ", text)
