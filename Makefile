@@ -17,10 +17,10 @@ $(VENV)/.installed: requirements.txt
 data:
 	@scripts/ensure-data.sh
 
-# With a DVC remote configured, stages whose results a teammate pushed are pulled, not re-run.
-# Then the verdicts and the table of report.md (`dvc metrics show` has every seed's numbers too).
+# With a DVC remote configured, the committed results' data and models are pulled first, so
+# `dvc repro` trains only what nobody pushed. Then the verdicts and the table of report.md.
 run: setup data
-	dvc repro $$(dvc remote list | grep -q . && echo --pull)
+	@if dvc remote list | grep -q .; then echo "dvc repro --pull"; dvc repro --pull; else echo "dvc repro"; dvc repro; fi
 	@sed -n '/^## Verdicts/,/^## Figures/p' report.md | grep -v '^## Figures'
 
 test: setup data

@@ -104,6 +104,7 @@ def test_one_thread_stays_one_thread():
         "import torch\n"
         "from pipeline.models import LeNet5\n"
         "torch.set_num_threads(1)\n"
+        "torch.manual_seed(0)\n"
         "model = LeNet5('relu', batchnorm=False, dropout=0.0).to(memory_format=torch.channels_last)\n"
         "x = torch.randn(8, 1, 32, 32).contiguous(memory_format=torch.channels_last)\n"
         "for _ in range(3):\n"

@@ -1,0 +1,135 @@
+"""A team's DVC remote for real: moto's S3 server on 127.0.0.1, DVC's own S3 plugin, clones through a bare git repo."""
+
+import hashlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from helpers import make_project, run, shrunk_params, write_idx_folder
+
+pytestmark = pytest.mark.slow
+BUCKET = "team-dvc"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """moto's S3-compatible server as its own process on a free loopback port, with one bucket."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            break
+        except OSError:
+            assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
+            time.sleep(0.3)
+    import boto3
+
+    boto3.client(
+        "s3", endpoint_url=url, aws_access_key_id="team", aws_secret_access_key="secret", region_name="us-east-1"
+    ).create_bucket(Bucket=BUCKET)
+    yield url
+    os.killpg(server.pid, signal.SIGTERM)
+    server.wait(timeout=20)
+
+
+def s3_env(env):
+    """Credentials from the environment, as a user would keep them (never in .dvc/config)."""
+    return {**env, "AWS_ACCESS_KEY_ID": "team", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+
+def digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def team(tmp_path_factory, s3_server):
+    """A shrunk project reproduced, with the S3 remote and a bare git 'origin', everything pushed."""
+    tmp = tmp_path_factory.mktemp("team")
+    write_idx_folder(tmp / "mirror")
+    params = shrunk_params(tmp / "mirror", **{"tracking.enabled": False})
+    params["variants"] = {k: params["variants"][k] for k in ("vanilla", "dropout")}
+    repo, env = make_project(tmp, params)
+    env = s3_env(env)
+    run(["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/store"], repo, env)
+    run(["dvc", "remote", "modify", "storage", "endpointurl", s3_server], repo, env)
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "results"], repo, env)
+    run(["git", "init", "-q", "--bare", "-b", "main", str(tmp / "origin.git")], tmp, env)
+    run(["git", "remote", "add", "origin", str(tmp / "origin.git")], repo, env)
+    run(["git", "push", "-q", "origin", "main"], repo, env)
+    pushed = run(["dvc", "push", "--run-cache"], repo, env).stdout
+    yield tmp, repo, env, pushed
+
+
+def clone(tmp, env, name):
+    run(["git", "clone", "-q", str(tmp / "origin.git"), str(tmp / name)], tmp, env)
+    return tmp / name
+
+
+def test_a_fresh_clone_pulls_everything_and_trains_nothing(team):
+    tmp, repo, env, pushed = team
+    assert "pushed" in pushed
+    mate = clone(tmp, env, "mate")
+    run(["dvc", "pull"], mate, env)
+    assert "Data and pipelines are up to date" in run(["dvc", "status"], mate, env).stdout
+    again = run(["dvc", "repro"], mate, env).stdout
+    assert "Running stage" not in again, again
+    for seed in (0, 1):
+        path = f"data/models/vanilla/seed{seed}.pt"
+        assert digest(mate / path) == digest(repo / path)
+
+    # a checkpoint lost locally comes back bit-identical from the remote
+    (mate / "data/models/vanilla/seed0.pt").unlink()
+    run(["dvc", "pull", "data/models/vanilla"], mate, env)
+    assert digest(mate / "data/models/vanilla/seed0.pt") == digest(repo / "data/models/vanilla/seed0.pt")
+
+
+def test_experiments_travel_through_git_and_the_remote(team):
+    tmp, repo, env, _ = team
+    run(["dvc", "exp", "run", "-n", "drop05", "-S", "model.dropout=0.5"], repo, env)
+    metrics = (repo / "metrics/dropout.json").read_text()
+    checkpoint = digest(repo / "data/models/dropout/seed0.pt")
+    run(["git", "checkout", "--", "."], repo, env)
+    run(["dvc", "checkout"], repo, env)
+    run(["dvc", "exp", "push", "origin", "drop05"], repo, env)
+
+    mate = clone(tmp, env, "mate3")
+    run(["dvc", "exp", "pull", "origin", "drop05"], mate, env)
+    assert "drop05" in run(["dvc", "exp", "show", "--md"], mate, env).stdout
+    run(["dvc", "exp", "apply", "drop05"], mate, env)
+    run(["dvc", "pull"], mate, env)
+    assert (mate / "metrics/dropout.json").read_text() == metrics
+    assert digest(mate / "data/models/dropout/seed0.pt") == checkpoint
+    assert "Running stage" not in run(["dvc", "repro"], mate, env).stdout
+
+
+def test_an_unreachable_remote_fails_with_dvcs_message_and_loses_nothing(team):
+    tmp, repo, env, _ = team
+    before = digest(repo / "data/models/vanilla/seed0.pt")
+    run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", "http://127.0.0.1:9"], repo, env)
+    try:
+        result = run(["dvc", "push"], repo, env, check=False)
+        assert result.returncode != 0 and "ERROR" in result.stderr + result.stdout
+    finally:
+        (repo / ".dvc/config.local").unlink()
+    assert digest(repo / "data/models/vanilla/seed0.pt") == before
