@@ -3,6 +3,7 @@
 import json
 import re
 import statistics
+import sys
 
 import pytest
 import torch
@@ -138,3 +139,23 @@ def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
         predicted = torch.cat([model(batch).argmax(1) for batch in x.split(8)])
     test_acc = json.loads((repo / "metrics/dropout.json").read_text())["test_acc_seed0"]
     assert (predicted == labels).float().mean().item() == pytest.approx(test_acc)
+
+
+def test_register_moves_the_champion_alias_to_the_best_validation_variant(reproduced):
+    import mlflow
+
+    repo, env, _ = reproduced
+    out = run([sys.executable, "-m", "pipeline.register"], repo, env).stdout
+    val = {name: json.loads((repo / f"metrics/{name}.json").read_text())["val_acc_mean"] for name in VARIANTS}
+    best = max(val, key=val.get)  # by validation accuracy, never test
+    assert out.startswith(f"registered {best} as lenet5-fashion-mnist version 1;")
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    version = client.get_model_version_by_alias("lenet5-fashion-mnist", "champion")
+    assert version.tags["variant"] == best and re.fullmatch(r"[0-9a-f]{40}", version.tags["git_commit"])
+    checkpoint = torch.load(repo / f"data/models/{best}/seed0.pt", weights_only=True)
+    assert version.run_id == checkpoint["mlflow_run_id"]
+    mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
+    model = mlflow.pytorch.load_model("models:/lenet5-fashion-mnist@champion")
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    run([sys.executable, "-m", "pipeline.register"], repo, env)  # again: version 2, and the alias follows
+    assert client.get_model_version_by_alias("lenet5-fashion-mnist", "champion").version in (2, "2")

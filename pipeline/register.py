@@ -1,0 +1,79 @@
+"""Register the best variant's model in MLflow's model registry and move an alias to it.
+
+Run after `dvc repro` (not a DVC stage: it changes no result, only MLflow):
+    python -m pipeline.register [--name lenet5-fashion-mnist] [--alias champion]
+The best variant is the one with the highest mean *validation* accuracy over
+its seeds (metrics/<variant>.json), never the test set. Its model is the one
+the first seed's MLflow run logged (the run id travels in the checkpoint).
+The new version gets the variant, its accuracies, the seeds and the git
+commit as tags, and the alias moves to it, so a teammate loads it with
+`mlflow.pytorch.load_model("models:/<name>@<alias>")`.
+"""
+
+import argparse
+from pathlib import Path
+
+from pipeline import tracking
+from pipeline.errors import PipelineError, run_stage
+from pipeline.io import read_json
+from pipeline.params import load_params
+
+
+def best_variant(variants, metrics_dir):
+    """(name, metrics) of the variant with the highest mean validation accuracy."""
+    scored = {}
+    for name in variants:
+        path = Path(metrics_dir) / f"{name}.json"
+        if not path.is_file():
+            raise PipelineError(f"{path} not found: run `dvc repro` first")
+        scored[name] = read_json(path)
+    name = max(scored, key=lambda n: scored[n]["val_acc_mean"])
+    return name, scored[name]
+
+
+def register(params, models_dir, metrics_dir, name, alias):
+    """Register the best variant's logged model as a new version of `name`; return (variant, version)."""
+    import torch
+
+    variant, metrics = best_variant(params.variants, metrics_dir)
+    first_seed = params.train.seeds[0]
+    checkpoint = torch.load(Path(models_dir) / variant / f"seed{first_seed}.pt", weights_only=True)
+    run_id = checkpoint.get("mlflow_run_id")
+    store = tracking.open_store(params)
+    if store is None or not run_id:
+        raise PipelineError(
+            f"{variant}'s seed {first_seed} has no MLflow run (tracking was off when it trained): "
+            "set tracking.enabled: true and retrain it (`dvc repro --force train@" + variant + "`)"
+        )
+    mlflow, _ = store
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    tags = {
+        "variant": variant,
+        "seed": str(first_seed),
+        "val_acc_mean": f"{metrics['val_acc_mean']:.4f}",
+        "test_acc_mean": f"{metrics['test_acc_mean']:.4f}",
+        "seeds": str(metrics["seeds"]),
+        "git_commit": tracking.git_commit(),
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    client.set_registered_model_alias(name, alias, version.version)
+    return variant, version.version
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
+    parser.add_argument("--models", default="data/models", help="folder of <variant>/seed<k>.pt (stage train)")
+    parser.add_argument("--metrics", default="metrics", help="folder of <variant>.json (stage evaluate)")
+    parser.add_argument("--name", default="lenet5-fashion-mnist", help="the registered model's name")
+    parser.add_argument("--alias", default="champion", help="the alias to move to the new version")
+    args = parser.parse_args()
+    params = load_params(args.params)
+    variant, version = register(params, args.models, args.metrics, args.name, args.alias)
+    print(f"registered {variant} as {args.name} version {version}; models:/{args.name}@{args.alias} points to it")
+
+
+if __name__ == "__main__":
+    run_stage(main)
