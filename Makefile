@@ -24,6 +24,7 @@ run: setup data
 	@sed -n '/^## Verdicts/,/^## Figures/p' report.md | grep -v '^## Figures'
 
 test: setup data
+	@scripts/ensure-postgres.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest

@@ -1,59 +1,23 @@
 """A team's DVC remote for real: moto's S3 server on 127.0.0.1, DVC's own S3 plugin, clones through a bare git repo."""
 
 import hashlib
-import os
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 
 import pytest
-from helpers import make_project, run, shrunk_params, write_idx_folder
+from helpers import S3_CREDENTIALS, make_project, run, s3_server, shrunk_params, write_idx_folder
 
 pytestmark = pytest.mark.slow
 BUCKET = "team-dvc"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def s3_server():
-    """moto's S3-compatible server as its own process on a free loopback port, with one bucket."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            urllib.request.urlopen(url, timeout=2)
-            break
-        except OSError:
-            assert server.poll() is None and time.monotonic() < deadline, "moto server did not start"
-            time.sleep(0.3)
-    import boto3
-
-    boto3.client(
-        "s3", endpoint_url=url, aws_access_key_id="team", aws_secret_access_key="secret", region_name="us-east-1"
-    ).create_bucket(Bucket=BUCKET)
-    yield url
-    os.killpg(server.pid, signal.SIGTERM)
-    server.wait(timeout=20)
+def s3_url():
+    with s3_server(BUCKET) as url:
+        yield url
 
 
 def s3_env(env):
     """Credentials from the environment, as a user would keep them (never in .dvc/config)."""
-    return {**env, "AWS_ACCESS_KEY_ID": "team", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_DEFAULT_REGION": "us-east-1"}
+    return {**env, **S3_CREDENTIALS}
 
 
 def digest(path):
@@ -61,7 +25,7 @@ def digest(path):
 
 
 @pytest.fixture(scope="module")
-def team(tmp_path_factory, s3_server):
+def team(tmp_path_factory, s3_url):
     """A shrunk project reproduced, with the S3 remote and a bare git 'origin', everything pushed."""
     tmp = tmp_path_factory.mktemp("team")
     write_idx_folder(tmp / "mirror")
@@ -70,7 +34,7 @@ def team(tmp_path_factory, s3_server):
     repo, env = make_project(tmp, params)
     env = s3_env(env)
     run(["dvc", "remote", "add", "-d", "storage", f"s3://{BUCKET}/store"], repo, env)
-    run(["dvc", "remote", "modify", "storage", "endpointurl", s3_server], repo, env)
+    run(["dvc", "remote", "modify", "storage", "endpointurl", s3_url], repo, env)
     run(["dvc", "repro"], repo, env)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "results"], repo, env)
