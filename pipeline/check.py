@@ -14,7 +14,7 @@ import argparse
 
 from pipeline.errors import run_stage
 from pipeline.io import atomic_path
-from pipeline.params import load_params
+from pipeline.params import ParamsError, load_params
 
 MARKER = "params.yaml passed pipeline/params.py's checks\n"
 
@@ -24,7 +24,10 @@ def main():
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument("--out", required=True, help="the marker file to write")
     args = parser.parse_args()
-    load_params(args.params)
+    try:
+        load_params(args.params)
+    except ParamsError as e:  # `dvc exp run -S` wrote the bad value into the workspace's params.yaml
+        raise ParamsError(f"{e} (fix {args.params}, or restore it: git checkout {args.params})") from None
     with atomic_path(args.out) as tmp:
         tmp.write_text(MARKER)
 

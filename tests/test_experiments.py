@@ -110,7 +110,10 @@ def outputs(repo):
 @pytest.mark.parametrize(
     "override, message",
     [
-        ("train.batch_size=0", "error: train.batch_size must be >= 1, got 0"),
+        (
+            "train.batch_size=0",
+            "error: train.batch_size must be >= 1, got 0 (fix params.yaml, or restore it: git checkout params.yaml)",
+        ),
         ("tracking.enabled=maybe", "error: tracking.enabled must be true or false, got 'maybe'"),
     ],
 )
