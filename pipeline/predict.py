@@ -1,0 +1,147 @@
+"""Predict with a trained checkpoint: class names and probabilities for IDX files or image files.
+
+    python -m pipeline.predict data/models/batchnorm/seed0.pt                  # the test split
+    python -m pipeline.predict data/models/batchnorm/seed0.pt --images t10k-images-idx3-ubyte.gz \\
+        --labels t10k-labels-idx1-ubyte.gz --out predictions.csv
+    python -m pipeline.predict data/models/vanilla/seed1.pt --images my_photos/ shoe.png
+
+Not a DVC stage: it changes no result. Writes a CSV (one row per image: where
+it came from, the predicted class, the probability of each class, and the
+label when known); with labels it prints the accuracy and the confusion
+matrix. Image files are prepared as the training data was: grayscale,
+28x28 (resized when another size), then padded and normalised with the
+checkpoint's own mean and std. Fashion-MNIST shows light objects on a dark
+background: photos of dark objects on white need inverting first.
+"""
+
+import argparse
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+from pipeline.data import load_split, to_model_input
+from pipeline.errors import PipelineError, run_stage
+from pipeline.evaluate import load_checkpoint
+from pipeline.io import atomic_path, read_json
+from pipeline.runtime import setup_torch
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
+IDX_TYPES = {0x08: np.uint8}  # the IDX type codes the MNIST family uses
+
+
+def read_idx(path):
+    """An IDX file (gzipped or not) as a numpy array: images [N, 28, 28] or labels [N]."""
+    data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    if len(data) < 4 or data[:2] != b"\0\0" or data[2] not in IDX_TYPES:
+        raise PipelineError(f"{path} is not an IDX file of unsigned bytes (its header is {data[:4].hex()})")
+    dims = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise PipelineError(f"{path}: the header says {shape} but the file holds {body.size} values (truncated?)")
+    return body.reshape(shape)
+
+
+def read_image(path):
+    """One image file as uint8 [28, 28], converted and resized as the training data is; one line if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            gray = image.convert("L")
+            if gray.size != (28, 28):
+                gray = gray.resize((28, 28), Image.Resampling.LANCZOS)
+            return np.asarray(gray, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise PipelineError(
+            f"{path} cannot be read as an image ({type(e).__name__}); give PNG, JPEG or IDX files"
+        ) from None
+
+
+def gather_images(paths):
+    """(images uint8 [N, 28, 28], source names): IDX files, image files, and folders of image files."""
+    images, sources = [], []
+    for given in map(Path, paths):
+        if not given.exists():
+            raise PipelineError(f"{given}: no such file or folder")
+        if given.is_dir():
+            files = sorted(p for p in given.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise PipelineError(f"{given} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+        else:
+            files = [given]
+        for path in files:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(read_image(path)[None])
+                sources.append(str(path))
+            else:
+                block = read_idx(path)
+                if block.ndim != 3 or block.shape[1:] != (28, 28):
+                    raise PipelineError(f"{path}: IDX images must be N x 28 x 28, got {block.shape}")
+                images.append(block)
+                sources += [f"{path}:{i}" for i in range(len(block))]
+    return torch.from_numpy(np.concatenate(images)), sources
+
+
+@torch.no_grad()
+def predict_probabilities(model, images, normalisation, device, batch_size=1024):
+    """Class probabilities [N, classes] for uint8 images [N, 28, 28], in batches, with a progress bar."""
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=None):
+        x = to_model_input(images[start : start + batch_size], *normalisation, device)
+        out.append(torch.softmax(model(x), 1).cpu())
+    return torch.cat(out) if out else torch.zeros(0, 0)
+
+
+def predictions_table(probabilities, classes, sources, labels=None):
+    table = pd.DataFrame({"source": sources, "predicted": [classes[i] for i in probabilities.argmax(1).tolist()]})
+    if labels is not None:
+        table["label"] = [classes[i] for i in labels.tolist()]
+    for i, name in enumerate(classes):
+        table[f"p_{name}"] = probabilities[:, i].numpy().round(6)
+    return table
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", help="a seed<k>.pt written by stage train (data/models/<variant>/)")
+    parser.add_argument(
+        "--images", nargs="*", help="IDX files, image files or folders of them (default: the test split)"
+    )
+    parser.add_argument("--labels", help="an IDX label file for --images: prints accuracy and the confusion matrix")
+    parser.add_argument("--split", default="data/split", help="the split folder: the test split and the class names")
+    parser.add_argument("--out", default="predictions.csv", help="the CSV to write (default: predictions.csv)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    args = parser.parse_args()
+    device = setup_torch(args.threads)
+    checkpoint, model = load_checkpoint(args.checkpoint, device)
+    classes = read_json(Path(args.split) / "meta.json")["classes"]
+    if args.images:
+        images, sources = gather_images(args.images)
+        labels = torch.from_numpy(read_idx(args.labels).astype(np.int64)) if args.labels else None
+        if labels is not None and len(labels) != len(images):
+            raise PipelineError(f"{args.labels} holds {len(labels)} labels for {len(images)} images")
+    else:
+        images, labels = load_split(args.split, "test")
+        sources = [f"test:{i}" for i in range(len(images))]
+    probabilities = predict_probabilities(model, images, checkpoint["normalisation"], device)
+    table = predictions_table(probabilities, classes, sources, labels)
+    with atomic_path(args.out) as tmp:
+        table.to_csv(tmp, index=False)
+    print(f"{len(table)} predictions by {checkpoint['variant']} seed {checkpoint['seed']} -> {args.out}")
+    if labels is not None:
+        accuracy = (table["predicted"] == table["label"]).mean()
+        print(f"accuracy {accuracy:.4f} on {len(table)} labelled images")
+        in_order = {c: pd.Categorical(table[c], categories=classes) for c in ("label", "predicted")}
+        confusion = pd.crosstab(in_order["label"], in_order["predicted"], rownames=["actual"], colnames=["predicted"])
+        print(confusion.to_string())
+
+
+if __name__ == "__main__":
+    run_stage(main)

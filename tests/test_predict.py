@@ -1,0 +1,128 @@
+"""pipeline.predict against an oracle: the same checkpoint scored by the engine, on IDX files and PNG files."""
+
+import gzip
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import ROOT, shrunk_params, write_idx_folder
+from PIL import Image
+
+from pipeline.data import load_split, to_model_input
+from pipeline.engine import predict
+from pipeline.evaluate import load_checkpoint
+from pipeline.io import save_torch
+from pipeline.params import validate
+from pipeline.predict import read_idx
+from pipeline.train import train_seed
+
+
+@pytest.fixture
+def checkpoint(split_dir, tmp_path):
+    params = validate(shrunk_params("unused", **{"tracking.enabled": False, "train.epochs": 3}))
+    state, _ = train_seed(params, "vanilla", split_dir, seed=0)
+    path = tmp_path / "models" / "vanilla" / "seed0.pt"
+    save_torch(path, state)
+    return path
+
+
+def predict_cli(*args, cwd=ROOT):
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.predict", *map(str, args)], cwd=cwd, capture_output=True, text=True
+    )
+
+
+def oracle_predictions(checkpoint, images):
+    info, model = load_checkpoint(checkpoint, "cpu")
+    return predict(model, to_model_input(images, *info["normalisation"], "cpu"), 64).argmax(1)
+
+
+def test_the_test_split_by_default_matches_the_engine(checkpoint, split_dir, tmp_path):
+    out = tmp_path / "p.csv"
+    result = predict_cli(checkpoint, "--split", split_dir, "--out", out, "--threads", 1)
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out)
+    images, labels = load_split(split_dir, "test")
+    expected = oracle_predictions(checkpoint, images)
+    classes = [str(c) for c in range(10)]
+    assert table["predicted"].astype(str).tolist() == [classes[i] for i in expected.tolist()]
+    probabilities = table[[f"p_{c}" for c in classes]].to_numpy()
+    assert np.allclose(probabilities.sum(1), 1, atol=1e-4)
+    accuracy = (expected == labels).float().mean().item()
+    assert f"accuracy {accuracy:.4f} on {len(labels)} labelled images" in result.stdout
+    assert "actual" in result.stdout and "predicted" in result.stdout  # the confusion matrix
+
+
+def test_idx_files_and_image_files_give_the_same_classes(checkpoint, split_dir, tmp_path):
+    sums = write_idx_folder(tmp_path / "idx")  # gzipped IDX files, as the datasets ship
+    assert sums
+    images = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz"))
+    labels = read_idx(tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz")
+    assert images.shape == (200, 28, 28) and labels.shape == (200,)
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    for i in range(5):
+        Image.fromarray(images[i].numpy()).save(pngs / f"{i}.png")
+    Image.fromarray(images[0].numpy()).convert("RGB").save(tmp_path / "rgb.png")  # converted to grayscale
+    out = tmp_path / "p.csv"
+    result = predict_cli(
+        checkpoint,
+        "--split",
+        split_dir,
+        "--images",
+        tmp_path / "idx" / "t10k-images-idx3-ubyte.gz",
+        pngs,
+        tmp_path / "rgb.png",
+        "--out",
+        out,
+        "--threads",
+        1,
+    )
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(out)
+    assert len(table) == 200 + 5 + 1
+    from_idx = table["predicted"].tolist()[:5]
+    assert table["predicted"].tolist()[200:205] == from_idx and table["predicted"].tolist()[205] == from_idx[0]
+    expected = oracle_predictions(checkpoint, images)
+    assert table["predicted"].astype(str).tolist()[:200] == [str(i) for i in expected.tolist()]
+    assert table["source"].tolist()[200] == str(pngs / "0.png")
+
+
+def test_labels_with_images_print_the_accuracy(checkpoint, split_dir, tmp_path):
+    write_idx_folder(tmp_path / "idx", gz=False)
+    result = predict_cli(
+        checkpoint,
+        "--split",
+        split_dir,
+        "--images",
+        tmp_path / "idx" / "t10k-images-idx3-ubyte",
+        "--labels",
+        tmp_path / "idx" / "t10k-labels-idx1-ubyte",
+        "--out",
+        tmp_path / "p.csv",
+        "--threads",
+        1,
+    )
+    assert result.returncode == 0, result.stderr
+    images = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte"))
+    labels = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-labels-idx1-ubyte").astype(np.int64))
+    accuracy = (oracle_predictions(checkpoint, images) == labels).float().mean().item()
+    assert f"accuracy {accuracy:.4f} on 200 labelled images" in result.stdout
+
+
+def test_a_file_that_is_not_an_image_is_one_line_naming_it(checkpoint, split_dir, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    truncated = tmp_path / "short-idx3-ubyte.gz"
+    truncated.write_bytes(gzip.compress(b"\0\0\x08\x03" + (5).to_bytes(4, "big") + (28).to_bytes(4, "big") * 2))
+    for given, message in [
+        (bad, f"error: {bad} cannot be read as an image (UnidentifiedImageError); give PNG, JPEG or IDX files"),
+        (truncated, f"error: {truncated}: the header says (5, 28, 28) but the file holds 0 values (truncated?)"),
+        (tmp_path / "nowhere.png", f"error: {tmp_path / 'nowhere.png'}: no such file or folder"),
+    ]:
+        result = predict_cli(checkpoint, "--split", split_dir, "--images", given, "--out", tmp_path / "p.csv")
+        assert result.returncode == 2 and result.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "p.csv").exists()
