@@ -86,6 +86,13 @@ def serve_folder(folder):
         server.server_close()
 
 
+def write_params(tmp_path, **overrides):
+    """The shrunk real params (see shrunk_params) as tmp_path/params.yaml: its path."""
+    path = Path(tmp_path) / "params.yaml"
+    path.write_text(yaml.safe_dump(shrunk_params("unused", **overrides)))
+    return path
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -7,20 +7,13 @@ import time
 
 import pytest
 import torch
-import yaml
-from helpers import ROOT, shrunk_params, train_cmd
+from helpers import ROOT, shrunk_params, train_cmd, write_params
 
 from pipeline.engine import batches
 from pipeline.errors import PipelineError
 from pipeline.evaluate import load_checkpoint
 from pipeline.params import ParamsError, validate
 from pipeline.train import train_seed
-
-
-def write_params(tmp_path, **overrides):
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(shrunk_params("unused", **{"tracking.enabled": False, **overrides})))
-    return path
 
 
 def test_a_last_batch_of_one_joins_the_batch_before():
@@ -45,7 +38,7 @@ def test_batch_norm_with_batches_of_one_is_refused():
 
 
 def test_a_training_split_smaller_than_one_batch_is_one_line(split_dir, tmp_path):
-    params = write_params(tmp_path, **{"train.batch_size": 501})
+    params = write_params(tmp_path, **{"tracking.enabled": False, "train.batch_size": 501})
     result = subprocess.run(train_cmd(params, split_dir, tmp_path), cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
@@ -68,7 +61,7 @@ def test_a_damaged_checkpoint_is_one_line_naming_it_and_the_way_back(tmp_path):
 
 
 def test_ctrl_c_is_one_line_exit_130_and_leaves_no_output_or_worker(split_dir, tmp_path):
-    params = write_params(tmp_path, **{"train.epochs": 200, "train.workers": 2})
+    params = write_params(tmp_path, **{"tracking.enabled": False, "train.epochs": 200, "train.workers": 2})
     log = tmp_path / "log"
     with open(log, "w") as out:
         proc = subprocess.Popen(

@@ -3,7 +3,6 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -12,23 +11,11 @@ import urllib.request
 import mlflow
 import pytest
 import yaml
-from helpers import ROOT, shrunk_params, train_cmd
+from helpers import ROOT, free_port, train_cmd, write_params
 
 from pipeline.errors import PipelineError
 from pipeline.params import validate
 from pipeline.train import train_variant
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def write_params(tmp_path, **overrides):
-    path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(shrunk_params("unused", **overrides)))
-    return path
 
 
 def test_a_failing_stage_leaves_a_failed_run_not_a_running_one(split_dir, tmp_path, monkeypatch):
