@@ -24,13 +24,13 @@ from pathlib import Path
 import torch
 
 from pipeline import tracking
+from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import loss_and_accuracy, predict
 from pipeline.errors import PipelineError, run_stage
 from pipeline.figures import confusion_figure, curves_figure
 from pipeline.io import read_json, write_json
-from pipeline.models import build_model
-from pipeline.params import Model, Variant, load_params
+from pipeline.params import load_params
 from pipeline.runtime import setup_torch
 from pipeline.stats import summary
 
@@ -43,22 +43,6 @@ def checkpoint_files(models_dir):
     if not files:
         raise PipelineError(f"no seed<k>.pt checkpoint in {models_dir} (run stage train first)")
     return dict(sorted(files.items()))
-
-
-def load_checkpoint(path, device):
-    if not Path(path).is_file():
-        raise PipelineError(f"model checkpoint {path} not found (run stage train first)")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated, overwritten or not a checkpoint: any failure to read it
-        path = Path(path)
-        raise PipelineError(
-            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); restore it with "
-            f"`dvc checkout {path.parent}` or retrain with `dvc repro --force train@{path.parent.name}`"
-        ) from None
-    model = build_model(Variant(**checkpoint["variant_params"]), Model(**checkpoint["model_params"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return checkpoint, model.to(device, memory_format=torch.channels_last).eval()
 
 
 @torch.no_grad()

@@ -23,9 +23,9 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.errors import PipelineError, run_stage
-from pipeline.evaluate import load_checkpoint
 from pipeline.io import atomic_path, read_json
 from pipeline.runtime import setup_torch
 
@@ -121,7 +121,7 @@ def main():
     args = parser.parse_args()
     device = setup_torch(args.threads)
     checkpoint, model = load_checkpoint(args.checkpoint, device)
-    classes = read_json(Path(args.split) / "meta.json")["classes"]
+    classes = checkpoint.get("classes") or read_json(Path(args.split) / "meta.json")["classes"]
     if args.images:
         images, sources = gather_images(args.images)
         labels = torch.from_numpy(read_idx(args.labels).astype(np.int64)) if args.labels else None

@@ -7,7 +7,7 @@ its seeds (metrics/<variant>.json), never the test set. Its model is the one
 the first seed's MLflow run logged (the run id travels in the checkpoint).
 The new version gets the variant, its accuracies, the seeds and the git
 commit as tags, and the alias moves to it, so a teammate loads it with
-`mlflow.pytorch.load_model("models:/<name>@<alias>")`.
+`mlflow.pyfunc.load_model("models:/<name>@<alias>")`, which takes raw 28x28 uint8 images.
 """
 
 import argparse

@@ -278,21 +278,33 @@ class Run:
 
         self._mirror(f"the {split} dataset", log)
 
-    def log_model(self, model, example):
-        """The model (of the active run) with a signature; an example batch of >= 2 keeps the batch dim free."""
+    def log_model(self, checkpoint):
+        """The checkpoint as a pyfunc that takes raw uint8 images (pipeline/serving.py), on the active run."""
 
         def log(mlflow):
-            import mlflow.pytorch
+            import tempfile
+            from importlib.metadata import version
+
             import torch
 
-            # Naming the requirement skips MLflow's inference of it, which loads
-            # the model in a subprocess: ~6 s per model on 2 cores.
-            mlflow.pytorch.log_model(
-                model.cpu().eval(),
-                name="model",
-                input_example=example.cpu().contiguous().numpy(),
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-            )
+            from pipeline import serving
+
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "checkpoint.pt"
+                torch.save(checkpoint, path)
+                # Naming the requirements skips MLflow's inference of them, which loads
+                # the model in a subprocess: ~6 s per model on 2 cores.
+                mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=serving.RawImageClassifier(),
+                    artifacts={"checkpoint": str(path)},
+                    code_paths=[str(serving.PIPELINE)],
+                    signature=serving.signature(checkpoint["classes"]),
+                    pip_requirements=[
+                        f"{package}=={version(package)}"
+                        for package in ("torch", "numpy", "pandas", "numba", "pydantic", "pyyaml", "filelock")
+                    ],
+                )
 
         self._mirror("the model", log)
 

@@ -30,7 +30,7 @@ from pipeline import tracking
 from pipeline.data import load_split, normalisation, split_file, to_model_input
 from pipeline.engine import batches_per_epoch, loss_and_accuracy, predict, train_one_epoch
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_folder, save_torch, write_json
+from pipeline.io import atomic_folder, read_json, save_torch, write_json
 from pipeline.models import build_model, count_parameters
 from pipeline.optim import PER_BATCH, make_optimizer, make_scheduler
 from pipeline.params import load_params
@@ -98,8 +98,9 @@ def fit(
 def train_seed(params, name, split_dir, seed, parent_run_id=None):
     """Build and train one variant with one seed; return (checkpoint dict, history).
 
-    MLflow gets the model of the first seed only: logging one takes ~3.4 s here,
-    and every seed's checkpoint is a DVC output anyway.
+    MLflow gets the model of the first seed only, as a pyfunc that takes raw
+    images (pipeline/serving.py): logging one takes seconds, and every seed's
+    checkpoint is a DVC output anyway.
     """
     variant, model_params, train_params = params.variant(name), params.model, params.train
     device = setup_torch(train_params.threads)
@@ -136,12 +137,12 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
             "best_epoch": best_epoch,
             "epochs_run": len(history),
             "parameters": count_parameters(model),
+            "classes": read_json(Path(split_dir) / "meta.json")["classes"],
             "mlflow_run_id": run.run_id,
             "mlflow_parent_run_id": parent_run_id,
         }
-        if seed == train_params.seeds[0]:
-            model.load_state_dict(best_state)
-            run.log_model(model, val_xy[0][:2])
+        if seed == train_params.seeds[0]:  # MLflow keeps one model per variant: it takes raw images
+            run.log_model(checkpoint)
     return checkpoint, history
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 from helpers import ROOT, shrunk_params, train_cmd, write_params
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.engine import batches
 from pipeline.errors import PipelineError
-from pipeline.evaluate import load_checkpoint
 from pipeline.params import ParamsError, validate
 from pipeline.train import train_seed
 

@@ -1,13 +1,18 @@
 """The real `dvc repro` and `dvc exp run` in a temp git repo, on synthetic IDX files."""
 
 import json
+import os
 import re
+import signal
 import statistics
+import subprocess
 import sys
+import urllib.request
 
+import numpy as np
 import pytest
 import torch
-from helpers import make_project, run, serve_folder, shrunk_params, write_idx_folder
+from helpers import free_port, make_project, run, serve_folder, shrunk_params, wait_for_url, write_idx_folder
 from scipy import stats as scipy_stats
 
 pytestmark = pytest.mark.slow
@@ -98,9 +103,9 @@ def test_changing_dropout_reruns_only_the_dropout_variant(reproduced):
 
 def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
     import mlflow
-    import mlflow.pytorch
+    import mlflow.pyfunc
 
-    from pipeline.data import load_split, to_model_input
+    from pipeline.data import load_split
 
     repo, _, _ = reproduced
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
@@ -129,16 +134,53 @@ def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
             history = client.get_metric_history(child.info.run_id, "val_acc")
             assert [m.step for m in history] == list(range(1, metrics[f"epochs_run_seed{seed}"] + 1))
             assert {i.dataset.name for i in child.inputs.dataset_inputs} == {"FashionMNIST-train", "FashionMNIST-val"}
-    # the first seed's logged model, loaded back, scores what DVC recorded, in batches of 8
-    checkpoint = torch.load(repo / "data/models/dropout/seed0.pt", weights_only=True)
+    # the first seed's logged model takes raw uint8 images and scores what DVC recorded
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    model = mlflow.pytorch.load_model(f"runs:/{by_name['train@dropout/seed0'].info.run_id}/model")
+    model = mlflow.pyfunc.load_model(f"runs:/{by_name['train@dropout/seed0'].info.run_id}/model")
+    assert model.metadata.get_input_schema().inputs[0].shape == (-1, 28, 28)
     images, labels = load_split(repo / "data/split", "test")
-    x = to_model_input(images, *checkpoint["normalisation"], "cpu")
-    with torch.no_grad():
-        predicted = torch.cat([model(batch).argmax(1) for batch in x.split(8)])
-    test_acc = json.loads((repo / "metrics/dropout.json").read_text())["test_acc_seed0"]
-    assert (predicted == labels).float().mean().item() == pytest.approx(test_acc)
+    table = model.predict(images.numpy())
+    classes = json.loads((repo / "data/split/meta.json").read_text())["classes"]
+    assert list(table.columns) == ["class", *(f"p_{c}" for c in classes)]
+    accuracy = (table["class"].to_numpy() == np.array(classes)[labels.numpy()]).mean()
+    assert accuracy == pytest.approx(json.loads((repo / "metrics/dropout.json").read_text())["test_acc_seed0"])
+
+
+def test_mlflow_models_serve_answers_with_a_class_name(reproduced):
+    """`mlflow models serve` of the logged model, for real: raw pixels in, the class name out."""
+    import mlflow
+
+    from pipeline.data import load_split
+
+    repo, env, _ = reproduced
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lenet5-variants")
+    (child,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'train@vanilla/seed0'")[:1]
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{child.info.run_id}/model"]
+        + ["--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=repo,
+        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{repo / 'mlflow.db'}"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/ping", server, timeout=120)
+        images, labels = load_split(repo / "data/split", "test")
+        body = json.dumps({"inputs": images[:3].tolist()}).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations", data=body, headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())["predictions"]
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    local = mlflow.pyfunc.load_model(f"runs:/{child.info.run_id}/model").predict(images[:3].numpy())
+    assert [row["class"] for row in answer] == local["class"].tolist()
+    assert answer[0]["p_" + answer[0]["class"]] == pytest.approx(local.iloc[0]["p_" + answer[0]["class"]])
 
 
 def test_register_moves_the_champion_alias_to_the_best_validation_variant(reproduced):
@@ -155,7 +197,7 @@ def test_register_moves_the_champion_alias_to_the_best_validation_variant(reprod
     checkpoint = torch.load(repo / f"data/models/{best}/seed0.pt", weights_only=True)
     assert version.run_id == checkpoint["mlflow_run_id"]
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    model = mlflow.pytorch.load_model("models:/lenet5-fashion-mnist@champion")
-    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+    model = mlflow.pyfunc.load_model("models:/lenet5-fashion-mnist@champion")
+    assert len(model.predict(np.zeros((2, 28, 28), dtype=np.uint8))) == 2
     run([sys.executable, "-m", "pipeline.register"], repo, env)  # again: version 2, and the alias follows
     assert client.get_model_version_by_alias("lenet5-fashion-mnist", "champion").version in (2, "2")

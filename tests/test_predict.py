@@ -11,9 +11,9 @@ import torch
 from helpers import ROOT, shrunk_params, write_idx_folder
 from PIL import Image
 
+from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import predict
-from pipeline.evaluate import load_checkpoint
 from pipeline.io import save_torch
 from pipeline.params import validate
 from pipeline.predict import read_idx

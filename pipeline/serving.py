@@ -1,0 +1,53 @@
+"""The model MLflow keeps and serves: raw images in, class names and probabilities out.
+
+A checkpoint of stage train wrapped as an MLflow pyfunc that pads and
+normalises the images itself, as training did (data.to_model_input, with the
+checkpoint's own mean and std), so a client needs neither. Input: uint8
+images [N, 28, 28] as the dataset stores them; output: a table with the
+predicted `class` and `p_<class>` for every class. Served with
+`mlflow models serve -m <uri> --env-manager local`, it answers
+`POST /invocations` with `{"inputs": [<28 rows of 28 pixels>, ...]}`.
+https://mlflow.org/docs/latest/ml/traditional-ml/creating-custom-pyfunc/
+"""
+
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+
+PIPELINE = Path(__file__).parent  # shipped with the model (code_paths): the pyfunc imports pipeline.*
+
+
+class RawImageClassifier(mlflow.pyfunc.PythonModel):
+    def load_context(self, context):
+        from pipeline.checkpoint import load_checkpoint
+
+        self.checkpoint, self.model = load_checkpoint(context.artifacts["checkpoint"], "cpu")
+
+    def predict(self, context, model_input, params=None):
+        import pandas as pd
+        import torch
+
+        from pipeline.data import to_model_input
+
+        if isinstance(model_input, dict):  # a named input: its one array
+            (model_input,) = model_input.values()
+        images = torch.from_numpy(np.asarray(model_input, dtype=np.uint8).reshape(-1, 28, 28))
+        with torch.no_grad():
+            x = to_model_input(images, *self.checkpoint["normalisation"], "cpu")
+            probabilities = torch.softmax(self.model(x), 1).numpy()
+        classes = self.checkpoint["classes"]
+        table = pd.DataFrame({"class": [classes[i] for i in probabilities.argmax(1)]})
+        for i, name in enumerate(classes):
+            table[f"p_{name}"] = probabilities[:, i].astype(np.float64)
+        return table
+
+
+def signature(classes):
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema, TensorSpec
+
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28))]),
+        outputs=Schema([ColSpec("string", "class"), *(ColSpec("double", f"p_{name}") for name in classes)]),
+    )
