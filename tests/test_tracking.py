@@ -35,17 +35,21 @@ def test_a_failing_stage_leaves_a_failed_run_not_a_running_one(split_dir, tmp_pa
     assert not (tmp_path / "models").exists()
 
 
-def test_unreachable_store_is_one_clear_line(split_dir, tmp_path):
-    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
-    result = subprocess.run(
-        train_cmd(write_params(tmp_path), split_dir, tmp_path),
+def train_stage(params, split_dir, tmp_path, uri):
+    """Stage train as DVC runs it, logging to MLflow store `uri`: the finished process, output as text."""
+    return subprocess.run(
+        train_cmd(params, split_dir, tmp_path),
         cwd=ROOT,
-        env=env,
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
+
+
+def test_unreachable_store_is_one_clear_line(split_dir, tmp_path):
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    result = train_stage(write_params(tmp_path), split_dir, tmp_path, uri)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: MLflow store {uri} cannot be used")
@@ -125,15 +129,8 @@ def rest(url, path, body):
 
 def test_a_stage_logs_to_a_live_server(mlflow_server, split_dir, tmp_path):
     mlflow_server, _ = mlflow_server
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow_server}
-    subprocess.run(
-        train_cmd(write_params(tmp_path), split_dir, tmp_path),
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-        timeout=180,
-    )
+    result = train_stage(write_params(tmp_path), split_dir, tmp_path, mlflow_server)
+    assert result.returncode == 0, result.stderr
     with urllib.request.urlopen(
         f"{mlflow_server}/api/2.0/mlflow/experiments/get-by-name?experiment_name=lenet5-variants", timeout=10
     ) as response:
@@ -254,14 +251,7 @@ def test_a_deleted_experiment_is_one_line_saying_how_to_restore_it(split_dir, tm
     client = mlflow.MlflowClient(uri)
     experiment_id = client.create_experiment("lenet5-variants")
     client.delete_experiment(experiment_id)
-    result = subprocess.run(
-        train_cmd(write_params(tmp_path), split_dir, tmp_path),
-        cwd=ROOT,
-        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = train_stage(write_params(tmp_path), split_dir, tmp_path, uri)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: MLflow experiment 'lenet5-variants' in {uri} is deleted: restore it with "
@@ -282,14 +272,7 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_by_the_next(spl
     killed = client.search_runs([experiment.experiment_id])
     assert {r.info.status for r in killed} == {"RUNNING"} and len(killed) == 2
 
-    result = subprocess.run(
-        train_cmd(write_params(tmp_path, **{"train.seeds": [0]}), split_dir, tmp_path),
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = train_stage(write_params(tmp_path, **{"train.seeds": [0]}), split_dir, tmp_path, uri)
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("was left RUNNING by a dead process: marked KILLED") == 2
     status = {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
