@@ -74,9 +74,10 @@ def time_one_epoch(path, raw, split, batch_size):
             generator,
             False,
             0,
+            0.0,
         )
         start = time.perf_counter()
-        train_one_epoch(model, optimizer, x, labels, batch_size, generator, False, 0)
+        train_one_epoch(model, optimizer, x, labels, batch_size, generator, False, 0, 0.0)
         return time.perf_counter() - start
     from torchvision import datasets, transforms
 

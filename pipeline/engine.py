@@ -19,6 +19,44 @@ def random_shift(x, max_shift, generator):
     return shifted.contiguous(memory_format=torch.channels_last)
 
 
+# torchvision.transforms.RandomErasing's defaults (Zhong et al. 2017): the box
+# covers 2-33% of the image, with an aspect ratio between 0.3 and 3.3.
+ERASE_SCALE, ERASE_RATIO = (0.02, 0.33), (0.3, 3.3)
+
+
+def erasing_boxes(n, height, width, p, generator):
+    """For each of n images: (erased?, top, left, box height, box width), drawn from `generator`.
+
+    torchvision draws up to ten boxes per image until one fits; one draw per
+    image, clamped to the image, keeps it a few tensor operations.
+    """
+    erased = torch.rand(n, generator=generator) < p
+    area = height * width * torch.empty(n).uniform_(*ERASE_SCALE, generator=generator)
+    log_ratio = torch.empty(n).uniform_(*torch.tensor(ERASE_RATIO).log().tolist(), generator=generator)
+    h = (area * log_ratio.exp()).sqrt().round().long().clamp(1, height)
+    w = (area / log_ratio.exp()).sqrt().round().long().clamp(1, width)
+    top = (torch.rand(n, generator=generator) * (height - h + 1)).long()
+    left = (torch.rand(n, generator=generator) * (width - w + 1)).long()
+    return erased, top, left, h, w
+
+
+def random_erasing(x, p, generator, border=2):
+    """Set a random box to 0 (the mean pixel, after normalisation) in a share p of the images.
+
+    The boxes lie in the 28x28 image, not in the zero border around it.
+    """
+    n, c, height, width = x.shape
+    erased, top, left, h, w = (
+        t.to(x.device) for t in erasing_boxes(n, height - 2 * border, width - 2 * border, p, generator)
+    )
+    rows = torch.arange(height, device=x.device) - border
+    cols = torch.arange(width, device=x.device) - border
+    in_rows = (rows >= top[:, None]) & (rows < (top + h)[:, None])
+    in_cols = (cols >= left[:, None]) & (cols < (left + w)[:, None])
+    box = erased[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]
+    return x.masked_fill(box[:, None], 0.0)
+
+
 def batches(order, batch_size):
     """`order` cut into batches; a last batch of one joins the one before it.
 
@@ -35,7 +73,7 @@ def batches_per_epoch(n, batch_size):
     return n // batch_size + (n % batch_size > 1)
 
 
-def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip, shift, scheduler=None):
+def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip, shift, erase, scheduler=None):
     """One pass over shuffled batches; returns (mean loss, accuracy) as floats.
 
     `generator` (CPU) drives the shuffle and the augmentation, so a seed fixes both.
@@ -53,6 +91,8 @@ def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hfl
             x = torch.where(flip[:, None, None, None], x.flip(3), x)
         if shift:
             x = random_shift(x, shift, generator)
+        if erase:
+            x = random_erasing(x, erase, generator)
         logits = model(x)
         loss = F.cross_entropy(logits, y)
         optimizer.zero_grad(set_to_none=True)

@@ -1,7 +1,9 @@
-"""LeNet-5 and an MLP of about the same size, built from a variant's features.
+"""LeNet-5, an MLP of about the same size and a family of small CNNs, built from a variant's features.
 
 Variants are data: build_model() looks the architecture and activation up in
-the dicts below; batch norm and dropout are switches both models honour.
+the dicts below; batch norm and dropout are switches all three honour, and a
+`cnn` variant's shape (conv layers, width, kernel, residual block) is a map of
+its own in params.yaml.
 """
 
 from torch import nn
@@ -85,9 +87,64 @@ class MLP(nn.Module):
         return self.out(x)
 
 
+class ResidualBlock(nn.Module):
+    """Two same-width convs with an identity shortcut (He et al. 2016, fig. 2): relu(x + F(x))."""
+
+    def __init__(self, channels, kernel, activation, batchnorm):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
+        self.bn1 = _norm(batchnorm, nn.BatchNorm2d, channels)
+        self.act1 = ACTIVATIONS[activation]()
+        self.conv2 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
+        self.bn2 = _norm(batchnorm, nn.BatchNorm2d, channels)
+        self.act2 = ACTIVATIONS[activation]()
+
+    def forward(self, x):
+        return self.act2(x + self.bn2(self.conv2(self.act1(self.bn1(self.conv1(x))))))
+
+
+class SmallCNN(nn.Module):
+    """The small CNNs of the Fashion-MNIST study in issue 12, on the 28x28 image.
+
+    `layers` blocks of conv k x k ("same" padding; width, then doubling per
+    block) -> batch norm -> activation -> 2x2 max pool; then, optionally, a
+    residual block at the last width; dropout; one linear classifier. With
+    layers=2, width=32, kernel=3 that is 50,378 parameters, the study's "50K".
+    The input is LeNet's padded 32x32 tensor: the forward crops the 2-pixel
+    border back off, so a shift augmentation becomes a translation with zeros
+    coming in, and the model sees what the study's did.
+    """
+
+    def __init__(self, activation, batchnorm, dropout, layers, width, kernel, residual, fast_pool=True):
+        super().__init__()
+        fused = fast_pool and activation == "relu"
+        blocks, channels, size = [], 1, 28
+        for i in range(layers):
+            out = width * 2**i
+            blocks += [
+                nn.Conv2d(channels, out, kernel, padding=kernel // 2),
+                _norm(batchnorm, nn.BatchNorm2d, out),
+                nn.Identity() if fused else ACTIVATIONS[activation](),
+                MaxPool2x2(relu=fused) if fast_pool else nn.MaxPool2d(2),
+            ]
+            channels, size = out, size // 2
+        self.features = nn.Sequential(*blocks)
+        self.residual = ResidualBlock(channels, kernel, activation, batchnorm) if residual else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(channels * size * size, 10)
+
+    def forward(self, x):
+        x = x[:, :, 2:-2, 2:-2]  # the 28x28 image inside the 32x32 input (data.to_model_input)
+        x = self.residual(self.features(x))
+        return self.classifier(self.dropout(x.flatten(1)))
+
+
 ARCHITECTURES = {
-    "lenet5": lambda activation, batchnorm, dropout, hidden: LeNet5(activation, batchnorm, dropout),
-    "mlp": MLP,
+    "lenet5": lambda activation, batchnorm, dropout, hidden, cnn: LeNet5(activation, batchnorm, dropout),
+    "mlp": lambda activation, batchnorm, dropout, hidden, cnn: MLP(activation, batchnorm, dropout, hidden),
+    "cnn": lambda activation, batchnorm, dropout, hidden, cnn: SmallCNN(
+        activation, batchnorm, dropout, cnn.layers, cnn.width, cnn.kernel, cnn.residual
+    ),
 }
 
 
@@ -98,6 +155,7 @@ def build_model(variant, model_params):
         batchnorm=variant.batchnorm,
         dropout=model_params.dropout if variant.dropout else 0.0,
         hidden=model_params.mlp_hidden,
+        cnn=variant.cnn,
     )
 
 

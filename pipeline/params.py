@@ -11,7 +11,7 @@ line (ParamsError) naming the key and what would be valid.
 
 import re
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -98,6 +98,7 @@ class Train(Section):
     epochs: Count
     hflip: bool
     shift: Annotated[int, Field(ge=0, le=2)]  # at most the 2-pixel zero border: see engine.random_shift
+    erase: Annotated[float, Field(ge=0, le=1)]  # the share of images with a random box erased
     scheduler: _choice(SCHEDULERS)
     scheduler_warmup: Annotated[float, Field(ge=0, lt=1)]
     scheduler_factor: Fraction
@@ -133,6 +134,22 @@ class Tracking(Section):
     experiment: Text
 
 
+class CnnShape(Section):
+    """The shape of an `arch: cnn` variant (models.SmallCNN)."""
+
+    layers: Annotated[int, Field(ge=1, le=4)]  # each halves the 28x28 image: 4 leave 1x1
+    width: Count  # channels of the first conv; each later one doubles them
+    kernel: Annotated[int, Field(ge=1, le=7)]
+    residual: bool  # a residual block after the last conv
+
+    @field_validator("kernel")
+    @classmethod
+    def _odd(cls, kernel):
+        if kernel % 2 == 0:
+            raise ValueError(f"must be odd (1, 3, 5 or 7) so that 'same' padding keeps the size; got {kernel}")
+        return kernel
+
+
 class Variant(Section):
     arch: _choice(ARCHITECTURES)
     batchnorm: bool
@@ -141,6 +158,11 @@ class Variant(Section):
     # The one params key (or section) beyond model.activation and train that
     # this variant's train stage depends on; see dvc.yaml and keys_read().
     uses: Text
+    # Two optional keys, absent from the LeNet-5 variants: the shape of an
+    # `arch: cnn` variant (required there, refused elsewhere), and train.*
+    # values this variant alone sets differently (e.g. {hflip: true}).
+    cnn: CnnShape | None = None
+    train: dict[str, Any] = Field(default_factory=dict)
 
     def keys_read(self):
         """The model params keys this variant's training reads (besides train.*)."""
@@ -168,18 +190,24 @@ class Params(Section):
         for name, variant in self.variants.items():
             if not VARIANT_NAME.match(name):
                 raise ValueError(f"variants.{name}: a name may hold only letters, digits and _ (no -)")
+            if (variant.arch == "cnn") != (variant.cnn is not None):
+                raise ValueError(
+                    f"variants.{name}.cnn (layers, width, kernel, residual) is required for arch cnn "
+                    f"and only there; arch is {variant.arch!r}"
+                )
+            self.train_for(name)  # the overrides are valid train keys and values
             for key in variant.keys_read():
                 if not (key == variant.uses or key.startswith(variant.uses + ".") or key == "model.activation"):
                     raise ValueError(
                         f"variants.{name}.uses is {variant.uses!r} but the variant reads {key}: "
                         f"set uses to {key} (or to 'model' when it reads several model keys)"
                     )
-        normalised = [name for name, variant in self.variants.items() if variant.batchnorm]
-        if normalised and self.train.batch_size < 2:
-            raise ValueError(
-                f"train.batch_size must be >= 2 when a variant uses batch norm ({', '.join(normalised)}); got "
-                f"{self.train.batch_size}"
-            )
+        for name, variant in self.variants.items():
+            if variant.batchnorm and self.train_for(name).batch_size < 2:
+                raise ValueError(
+                    f"train.batch_size must be >= 2 for variant {name}, which uses batch norm; got "
+                    f"{self.train_for(name).batch_size}"
+                )
         if self.report.baseline not in self.variants:
             raise ValueError(
                 f"report.baseline must name a variant ({', '.join(self.variants)}); got {self.report.baseline!r}"
@@ -190,6 +218,20 @@ class Params(Section):
         if name not in self.variants:
             raise ParamsError(f"unknown variant {name!r}; params.yaml defines {', '.join(self.variants)}")
         return self.variants[name]
+
+    def train_for(self, name):
+        """The train section as variant `name` sees it: train.* with its own `train:` overrides."""
+        overrides = self.variant(name).train
+        unknown = sorted(set(overrides) - set(Train.model_fields))
+        if unknown:
+            raise ValueError(
+                f"unknown key variants.{name}.train.{unknown[0]}; valid keys here: {', '.join(Train.model_fields)}"
+            )
+        try:
+            return Train.model_validate({**self.train.model_dump(), **overrides})
+        except ValidationError as e:
+            error = e.errors()[0]
+            raise ValueError(one_line({**error, "loc": ("variants", name, "train", *error["loc"])})) from None
 
 
 def _key(loc):

@@ -36,7 +36,7 @@ def register(params, models_dir, metrics_dir, name, alias):
     import torch
 
     variant, metrics = best_variant(params.variants, metrics_dir)
-    first_seed = params.train.seeds[0]
+    first_seed = params.train_for(variant).seeds[0]
     checkpoint = torch.load(Path(models_dir) / variant / f"seed{first_seed}.pt", weights_only=True)
     run_id = checkpoint.get("mlflow_run_id")
     store = tracking.open_store(params)

@@ -91,9 +91,10 @@ def flatten(prefix, value):
 
 def resolved_params(params, variant):
     """The config one variant's stages use: shared sections plus its own features."""
-    used = params.model_dump(include={"data", "model", "train", "evaluate"})
+    used = params.model_dump(include={"data", "model", "evaluate"})
     del used["data"]["sources"]
-    used["variant"] = params.variants[variant].model_dump()
+    used["train"] = params.train_for(variant).model_dump()  # with the variant's own overrides
+    used["variant"] = params.variants[variant].model_dump(exclude={"train"})
     return flatten("", used)
 
 

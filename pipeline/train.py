@@ -57,6 +57,7 @@ def fit(
             generator,
             train_params.hflip,
             train_params.shift,
+            train_params.erase,
             per_batch,
         )
         val_loss, val_acc = loss_and_accuracy(predict(model, val_xy[0], 1024), val_xy[1])
@@ -102,7 +103,7 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
     images (pipeline/serving.py): logging one takes seconds, and every seed's
     checkpoint is a DVC output anyway.
     """
-    variant, model_params, train_params = params.variant(name), params.model, params.train
+    variant, model_params, train_params = params.variant(name), params.model, params.train_for(name)
     device = setup_torch(train_params.threads)
     torch.manual_seed(seed)  # the initial weights (and dropout masks)
     train_images, train_labels = load_split(split_dir, "train")
@@ -194,7 +195,8 @@ def wide_history(histories):
 
 def train_variant(params, name, split_dir, models_dir, params_path="params.yaml"):
     """Train every seed of one variant into models_dir (whole or not at all); return {seed: history}."""
-    seeds, workers = params.train.seeds, min(params.train.workers, len(params.train.seeds))
+    train_params = params.train_for(name)
+    seeds, workers = train_params.seeds, min(train_params.workers, len(train_params.seeds))
     with tracking.variant_run(params, name, "train", params_path) as run, atomic_folder(models_dir) as tmp:
         jobs = [(params, name, str(split_dir), seed, run.run_id, str(tmp)) for seed in seeds]
         if workers == 1:
@@ -219,11 +221,11 @@ def main():
     for split in ("train", "val"):  # a missing input fails before any run is opened in MLflow
         if not split_file(args.split, split).is_file():
             raise FileNotFoundError(2, "No such file", str(split_file(args.split, split)))
-    train_size = len(load_split(args.split, "train")[1])
-    if train_size < params.train.batch_size:
+    train_size, batch_size = len(load_split(args.split, "train")[1]), params.train_for(args.variant).batch_size
+    if train_size < batch_size:
         raise PipelineError(
             f"the training split holds {train_size} images, fewer than one batch (train.batch_size "
-            f"{params.train.batch_size}): lower train.batch_size or data.val_size ({params.data.val_size})"
+            f"{batch_size}): lower train.batch_size or data.val_size ({params.data.val_size})"
         )
     histories = train_variant(params, args.variant, args.split, args.models, args.params)
     write_json(args.history, wide_history(histories))

@@ -145,9 +145,9 @@ def s3_server(bucket):
         server.wait(timeout=20)
 
 
-def shrunk_params(source, **overrides):
-    """The project's real params.yaml, shrunk to seconds on synthetic data."""
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+def shrunk_params(source, profile="params.yaml", **overrides):
+    """The project's real params.yaml (or another profile: study/params.yaml), shrunk to seconds on synthetic data."""
+    params = yaml.safe_load((ROOT / profile).read_text())
     params["data"]["sources"]["FashionMNIST"] = [str(source)]
     params["data"]["verify_checksums"] = False  # synthetic files have no pinned sums
     params["data"]["val_size"] = 100
@@ -218,8 +218,8 @@ def project_env(repo):
     return env
 
 
-def make_project(tmp_path, params):
-    """A temp git repo holding the project's files and `params`, committed."""
+def make_project(tmp_path, params, study_params=None):
+    """A temp git repo holding the project's files and `params`, committed; with `study_params`, the study too."""
     repo = tmp_path / "project"
     repo.mkdir()
     for name in PROJECT_FILES:
@@ -230,6 +230,10 @@ def make_project(tmp_path, params):
         else:
             shutil.copy(src, dst)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    if study_params is not None:
+        (repo / "study").mkdir()
+        shutil.copy(ROOT / "study/dvc.yaml", repo / "study/dvc.yaml")
+        (repo / "study/params.yaml").write_text(yaml.safe_dump(study_params, sort_keys=False))
     env = project_env(repo)
     run(["git", "init", "-q", "-b", "main"], repo, env)
     run(["git", "add", "-A"], repo, env)

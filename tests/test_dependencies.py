@@ -49,15 +49,17 @@ def closure(module):
 
 
 def stage_definitions():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        body = stage.get("do", stage)
-        module = re.search(r"python -m (pipeline\.\w+)", body["cmd"])[1]
-        deps = {d for d in body["deps"] if str(d).startswith("pipeline/")}
-        yield name, module, deps
+    """Both pipelines': dvc.yaml and the small-CNN study's study/dvc.yaml."""
+    for dvcfile in ("dvc.yaml", "study/dvc.yaml"):
+        stages = yaml.safe_load((ROOT / dvcfile).read_text())["stages"]
+        for name, stage in stages.items():
+            body = stage.get("do", stage)
+            module = re.search(r"python -m (pipeline\.\w+)", body["cmd"])[1]
+            deps = {d for d in body["deps"] if str(d).startswith("pipeline/")}
+            yield f"{dvcfile}:{name}", module, deps
 
 
-@pytest.mark.parametrize("stage, module, deps", list(stage_definitions()), ids=lambda v: str(v)[:20])
+@pytest.mark.parametrize("stage, module, deps", list(stage_definitions()), ids=lambda v: str(v)[:30])
 def test_stage_deps_are_its_import_closure(stage, module, deps):
     imported = {m.replace(".", "/") + ".py" for m in closure(module)} - set(NOT_DEPS)
     assert not imported - deps, f"stage {stage}: dvc.yaml misses {sorted(imported - deps)}"

@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import ROOT
 
-from pipeline.models import ACTIVATIONS, LeNet5, build_model, count_parameters
+from pipeline.models import ACTIVATIONS, LeNet5, SmallCNN, build_model, count_parameters
 from pipeline.params import Model, load_params
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -23,6 +23,38 @@ def test_lenet5_parameter_count_matches_hand_count():
 def test_batchnorm_adds_two_parameters_per_channel():
     extra = 2 * (6 + 16 + 120 + 84)
     assert count_parameters(LeNet5("relu", batchnorm=True, dropout=0.0)) == LENET5_HAND_COUNT + extra
+
+
+# conv 3x3 (weights + bias) and batch norm (2 per channel) per block, then the classifier on the pooled map
+CNN2_HAND_COUNT = (9 * 1 * 32 + 32) + 64 + (9 * 32 * 64 + 64) + 128 + (64 * 7 * 7 * 10 + 10)
+# 4 blocks: 28 -> 14 -> 7 -> 3 -> 1; a residual block adds two 256->256 3x3 convs and their batch norms
+CNN4_HAND_COUNT = 320 + 64 + 18496 + 128 + (9 * 64 * 128 + 128) + 256 + (9 * 128 * 256 + 256) + 512 + (256 * 10 + 10)
+RESIDUAL_256 = 2 * (9 * 256 * 256 + 256 + 512)
+
+
+def test_small_cnn_parameter_counts_match_hand_counts():
+    assert CNN2_HAND_COUNT == 50378  # the study's "50K" 2-conv model
+    assert count_parameters(SmallCNN("relu", True, 0.2, layers=2, width=32, kernel=3, residual=False)) == 50378
+    assert count_parameters(SmallCNN("relu", True, 0.2, 4, 32, 3, False)) == CNN4_HAND_COUNT == 391370
+    assert count_parameters(SmallCNN("relu", True, 0.2, 4, 32, 3, True)) == CNN4_HAND_COUNT + RESIDUAL_256
+    # no batch norm: 2 per channel less; kernel 5: 25 weights per channel pair instead of 9
+    assert count_parameters(SmallCNN("relu", False, 0.0, 2, 32, 5, False)) == (
+        (25 * 32 + 32) + (25 * 32 * 64 + 64) + (64 * 7 * 7 * 10 + 10)
+    )
+
+
+def test_small_cnn_sees_the_28x28_image_and_matches_the_textbook_build():
+    """The forward crops the 2-pixel border: the border cannot change the output. The fused
+    ReLU + pool kernel gives the textbook nn.ReLU + nn.MaxPool2d model's output, bit for bit."""
+    torch.manual_seed(0)
+    fast = SmallCNN("relu", True, 0.0, 3, 8, 3, True).eval()
+    textbook = SmallCNN("relu", True, 0.0, 3, 8, 3, True, fast_pool=False).eval()
+    textbook.load_state_dict(fast.state_dict())
+    x = torch.randn(4, 1, 32, 32)
+    bordered = x.clone()
+    bordered[:, :, :2] = 7.0
+    assert torch.equal(fast(x), fast(bordered))
+    assert torch.equal(fast(x), textbook(x))
 
 
 def test_mlp_is_within_one_percent_of_lenet5():

@@ -30,6 +30,8 @@ def broken(path, value):
 
 
 DELETE = object()
+CNN = {"layers": 2, "width": 32, "kernel": 3, "residual": False}
+REAL["variants"]["cnn"] = {**REAL["variants"]["vanilla"], "arch": "cnn", "cnn": CNN}
 
 
 @pytest.mark.parametrize(
@@ -54,7 +56,7 @@ DELETE = object()
         (("report", "confidence"), 1.0, "report.confidence must be < 1, got 1.0"),
         (("data", "split_seed"), DELETE, "missing key data.split_seed"),
         (("data", "dataset"), "CIFAR10", "data.dataset must be one of FashionMNIST"),
-        (("variants", "vanilla", "arch"), "resnet", "variants.vanilla.arch must be one of lenet5, mlp"),
+        (("variants", "vanilla", "arch"), "resnet", "variants.vanilla.arch must be one of lenet5, mlp, cnn"),
         (("variants", "vanilla", "colour"), "red", "unknown key variants.vanilla.colour"),
         (("variants", "my-variant"), dict(REAL["variants"]["vanilla"]), "variants.my-variant: a name"),
         (
@@ -63,6 +65,21 @@ DELETE = object()
             "variants.vanilla.uses is 'model.activation' but the variant reads model.dropout",
         ),
         (("surprise",), 1, "unknown key surprise"),
+        (("train", "erase"), 1.5, "train.erase must be <= 1, got 1.5"),
+        (("variants", "vanilla", "train"), {"hflp": True}, "unknown key variants.vanilla.train.hflp; valid keys"),
+        (("variants", "vanilla", "train"), {"lr": 0}, "variants.vanilla.train.lr must be > 0, got 0"),
+        (("variants", "vanilla", "train"), {"hflip": "yes"}, "variants.vanilla.train.hflip must be true or false"),
+        (("variants", "batchnorm", "train"), {"batch_size": 1}, "train.batch_size must be >= 2 for variant batchnorm"),
+        (("variants", "vanilla", "arch"), "cnn", "variants.vanilla.cnn (layers, width, kernel, residual) is required"),
+        (("variants", "vanilla", "cnn"), CNN, "is required for arch cnn and only there; arch is 'lenet5'"),
+        (("variants", "cnn", "cnn"), {**CNN, "kernel": 4}, "variants.cnn.cnn.kernel must be odd (1, 3, 5 or 7)"),
+        (("variants", "cnn", "cnn"), {**CNN, "layers": 5}, "variants.cnn.cnn.layers must be <= 4, got 5"),
+        (("variants", "cnn", "cnn"), {**CNN, "width": 0}, "variants.cnn.cnn.width must be >= 1, got 0"),
+        (
+            ("variants", "cnn", "cnn"),
+            {k: v for k, v in CNN.items() if k != "residual"},
+            "missing key variants.cnn.cnn.residual",
+        ),
     ],
 )
 def test_bad_params_name_the_key(path, value, message):
@@ -70,6 +87,12 @@ def test_bad_params_name_the_key(path, value, message):
         validate(broken(path, value))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_variants_train_overrides_apply_to_it_alone():
+    params = validate(broken(("variants", "dropout", "train"), {"hflip": True, "epochs": 3}))
+    assert params.train_for("dropout").hflip and params.train_for("dropout").epochs == 3
+    assert not params.train_for("vanilla").hflip and params.train_for("vanilla").epochs == REAL["train"]["epochs"]
 
 
 def test_exponents_without_a_dot_are_numbers_as_dvc_reads_them(tmp_path):

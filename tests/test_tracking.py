@@ -11,7 +11,17 @@ import urllib.request
 import mlflow
 import pytest
 import yaml
-from helpers import ROOT, free_port, train_cmd, write_params
+from helpers import (
+    ROOT,
+    free_port,
+    make_project,
+    run,
+    shrunk_params,
+    train_cmd,
+    wait_for_url,
+    write_idx_folder,
+    write_params,
+)
 
 from pipeline.errors import PipelineError
 from pipeline.params import validate
@@ -65,10 +75,8 @@ def test_tracking_disabled_needs_no_store(split_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on 127.0.0.1, small (1 worker, no job runner): (url, its Popen)."""
-    port = free_port()
+def start_mlflow_server(tmp_path, port):
+    """A real `mlflow server` on 127.0.0.1:port, small (1 worker, no job runner), its store in tmp_path: its Popen."""
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(
         [
@@ -92,18 +100,21 @@ def mlflow_server(tmp_path):
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/health", timeout=2)
-                break
-            except OSError:
-                assert server.poll() is None, "mlflow server exited"
-                assert time.monotonic() < deadline, "mlflow server not up in 60 s"
-                time.sleep(0.5)
-        yield url, server
+        wait_for_url(f"http://127.0.0.1:{port}/health", server, timeout=60)
+    except AssertionError:
+        stop_server(server)
+        raise
+    return server
+
+
+@pytest.fixture
+def mlflow_server(tmp_path):
+    """(url, Popen) of a live server; stopped after the test."""
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    try:
+        yield f"http://127.0.0.1:{port}", server
     finally:
         stop_server(server)
 
@@ -278,3 +289,38 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_by_the_next(spl
     status = {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
     assert all(status[r.info.run_id] == "KILLED" for r in killed)
     assert sorted(status.values()) == ["FINISHED", "FINISHED", "KILLED", "KILLED"]
+
+
+@pytest.mark.slow
+def test_a_server_stopped_between_stages_fails_the_next_stage_and_a_rerun_finishes_the_job(tmp_path):
+    """`dvc repro` against a team server that goes away after stage train: evaluate fails with one
+    line naming the URI, the checkpoints stay, and once the server is back the same `dvc repro`
+    finishes without training again."""
+    write_idx_folder(tmp_path / "mirror")
+    params = shrunk_params(tmp_path / "mirror", **{"train.epochs": 1})
+    params["variants"] = {"vanilla": params["variants"]["vanilla"]}
+    repo, env = make_project(tmp_path, params)
+    port = free_port()
+    env["MLFLOW_TRACKING_URI"] = url = f"http://127.0.0.1:{port}"
+    server = start_mlflow_server(tmp_path, port)
+    try:
+        run(["dvc", "repro", "train@vanilla"], repo, env)
+        checkpoints = {p.name: p.read_bytes() for p in (repo / "data/models/vanilla").iterdir()}
+    finally:
+        stop_server(server)
+
+    failed = run(["dvc", "repro"], repo, env, check=False)
+    assert failed.returncode != 0
+    ours = [line for line in failed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(ours) == 1 and ours[0].startswith(f"error: MLflow store {url} cannot be used"), failed.stderr
+    assert "Traceback" not in failed.stderr and "Running stage 'evaluate@vanilla'" in failed.stdout
+    assert {p.name: p.read_bytes() for p in (repo / "data/models/vanilla").iterdir()} == checkpoints
+    assert not (repo / "metrics/vanilla.json").exists()
+
+    server = start_mlflow_server(tmp_path, port)  # the same store, back on the same address
+    try:
+        done = run(["dvc", "repro"], repo, env).stdout
+    finally:
+        stop_server(server)
+    assert "Running stage 'train@vanilla'" not in done and "Running stage 'evaluate@vanilla'" in done
+    assert (repo / "report.md").is_file() and json.loads((repo / "metrics/vanilla.json").read_text())["seeds"] == 2

@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import shrunk_params
 
-from pipeline.engine import random_shift
+from pipeline.engine import ERASE_SCALE, erasing_boxes, random_erasing, random_shift
 from pipeline.errors import PipelineError
 from pipeline.evaluate import evaluate_variant
 from pipeline.optim import make_scheduler
@@ -20,6 +20,48 @@ def test_random_shift_equals_torch_roll_per_image():
     for i in range(16):
         assert torch.equal(shifted[i], torch.roll(x[i], (int(dy[i]), int(dx[i])), dims=(1, 2)))
     assert (dy != 0).any() and (dx != 0).any()
+
+
+def test_random_erasing_equals_torchvision_erase_per_image():
+    """The oracle: torchvision's own erase(), one image at a time, on the boxes the same generator draws."""
+    from torchvision.transforms.v2.functional import erase
+
+    x = torch.randn(64, 1, 32, 32, generator=torch.Generator().manual_seed(4))
+    erased = random_erasing(x, 0.5, torch.Generator().manual_seed(3))
+    chosen, top, left, h, w = erasing_boxes(64, 28, 28, 0.5, torch.Generator().manual_seed(3))
+    for i in range(64):
+        expected = erase(x[i], int(top[i]) + 2, int(left[i]) + 2, int(h[i]), int(w[i]), 0.0) if chosen[i] else x[i]
+        assert torch.equal(erased[i], expected), i
+    assert 16 < chosen.sum() < 48  # about half
+    assert torch.equal(erased[:, :, :2], x[:, :, :2]) and torch.equal(erased[:, :, -2:], x[:, :, -2:])  # border kept
+
+
+def test_erasing_boxes_cover_the_documented_share_of_the_image():
+    chosen, top, left, h, w = erasing_boxes(4000, 28, 28, 1.0, torch.Generator().manual_seed(0))
+    share = (h * w).float() / (28 * 28)
+    assert chosen.all() and (top >= 0).all() and (left >= 0).all()
+    assert (top + h <= 28).all() and (left + w <= 28).all()
+    # rounding to whole pixels and clamping to the image move a few boxes just outside the range
+    assert ((share > ERASE_SCALE[0] * 0.7) & (share < ERASE_SCALE[1] * 1.3)).float().mean() > 0.99
+    assert abs(share.mean().item() - sum(ERASE_SCALE) / 2) < 0.02
+
+
+def test_erasing_nothing_draws_nothing():
+    """erase: 0 leaves the generator alone (only the shuffle draws), so the LeNet-5 results stay bit-identical."""
+    from pipeline.engine import train_one_epoch
+
+    def state_after_epoch(erase):
+        generator = torch.Generator().manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 10))
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        x, y = torch.randn(40, 1, 32, 32), torch.randint(0, 10, (40,))
+        train_one_epoch(model, optimizer, x, y, 8, generator, False, 0, erase)
+        return generator.get_state()
+
+    shuffle_only = torch.Generator().manual_seed(1)
+    torch.randperm(40, generator=shuffle_only)
+    assert torch.equal(state_after_epoch(0.0), shuffle_only.get_state())
+    assert not torch.equal(state_after_epoch(0.5), shuffle_only.get_state())
 
 
 def tiny_params(**overrides):

@@ -1,0 +1,63 @@
+"""The small-CNN study: its params profile, and its own pipeline (study/dvc.yaml) run by the real dvc."""
+
+import json
+
+import pytest
+import torch
+from helpers import ROOT, make_project, run, shrunk_params, write_idx_folder
+
+from pipeline.models import build_model, count_parameters
+from pipeline.params import load_params
+
+STUDY = load_params(ROOT / "study/params.yaml")
+
+
+def test_the_study_profile_holds_the_studys_rows():
+    """2 and 4 conv blocks of 3x3 from 32 channels, batch norm and dropout; flip and erasing rows."""
+    sizes = {name: count_parameters(build_model(v, STUDY.model)) for name, v in STUDY.variants.items()}
+    assert sizes["cnn2"] == 50378 and sizes["cnn4"] == sizes["cnn4_flip"] == sizes["cnn4_erase"] == 391370
+    assert all(v.arch == "cnn" and v.batchnorm and v.dropout for v in STUDY.variants.values())
+    assert STUDY.train_for("cnn4_flip").hflip and not STUDY.train_for("cnn4").hflip
+    assert STUDY.train_for("cnn4_erase").erase > 0 and STUDY.train_for("cnn4").erase == 0
+    assert STUDY.report.baseline == "cnn4" and STUDY.model.dropout == 0.2
+
+
+def test_a_variants_train_overrides_change_that_variant_only():
+    """The train stage depends on variants.<name>, so an override re-runs that variant alone (see below)."""
+    assert STUDY.train_for("cnn4_flip").model_dump(exclude={"hflip"}) == STUDY.train.model_dump(exclude={"hflip"})
+
+
+@pytest.mark.slow
+def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_away(tmp_path):
+    write_idx_folder(tmp_path / "mirror")
+    params = shrunk_params(tmp_path / "mirror", **{"train.epochs": 1})
+    study = shrunk_params(tmp_path / "mirror", "study/params.yaml", **{"train.epochs": 1})
+    study["variants"] = {name: study["variants"][name] for name in ("cnn2", "cnn4", "cnn4_flip")}
+    repo, env = make_project(tmp_path, params, study)
+
+    default = run(["dvc", "repro"], repo, env).stdout
+    assert "study/dvc.yaml" not in default and not (repo / "study/metrics").exists()
+
+    first = run(["dvc", "repro", "study/dvc.yaml"], repo, env).stdout
+    assert "Running stage 'study/dvc.yaml:train@cnn2'" in first
+    assert "Running stage 'train@" not in first  # the main pipeline's stages are up to date
+    for name in ("cnn2", "cnn4", "cnn4_flip"):
+        metrics = json.loads((repo / f"study/metrics/{name}.json").read_text())
+        assert metrics["seeds"] == 2 and metrics["parameters"] == (50378 if name == "cnn2" else 391370)
+    report = (repo / "study/report.md").read_text()
+    assert "cnn2 − cnn4" in report and "cnn4_flip − cnn4" in report
+
+    # the study's kernel-5 row: only cnn2 trains again
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "study"], repo, env)
+    row = run(
+        ["dvc", "exp", "run", "study/dvc.yaml", "-S", "study/params.yaml:variants.cnn2.cnn.kernel=5"], repo, env
+    ).stdout
+    assert "Running stage 'study/dvc.yaml:train@cnn2'" in row
+    assert "Stage 'study/dvc.yaml:train@cnn4' didn't change" in row
+    checkpoint = torch.load(repo / "data/study/models/cnn2/seed0.pt", weights_only=True)
+    assert checkpoint["variant_params"]["cnn"]["kernel"] == 5
+
+    # a study checkpoint feeds predict like any other
+    run(["python", "-m", "pipeline.predict", "data/study/models/cnn4_flip/seed1.pt", "--out", "p.csv"], repo, env)
+    assert len((repo / "p.csv").read_text().splitlines()) == 1 + 200
