@@ -377,10 +377,11 @@ def seed_run(params, variant, seed, parent_run_id):
 
 
 def existing_run(params, run_id):
-    """A Run that adds to a run made earlier (evaluate adds the test metrics to training's runs)."""
-    try:
-        store = open_store(params) if run_id else None
-    except Exception as e:
-        warn(f"run {run_id}", e)
-        store = None
+    """A Run that adds to a run made earlier (evaluate adds the test metrics to training's runs).
+
+    As in variant_run, a store that cannot be opened fails the stage (TrackingError,
+    one line naming the URI), before it writes any output: DVC then runs it again
+    once the store is back. Failures after that are warnings.
+    """
+    store = open_store(params) if run_id else None
     return Run() if store is None else Run(store[0], run_id)
