@@ -1,0 +1,67 @@
+"""Time one training step of LeNet-5 and the study's small CNNs, with and without the fused pool kernel.
+
+One process, batch 256 of random 32x32 inputs, channels_last, SGD with
+momentum: the median of `--steps` timed steps after two warm-up steps. The
+CNN rows are models.SmallCNN as the study profile builds it (batch norm,
+dropout 0.2, 3x3); "textbook" uses nn.ReLU + nn.MaxPool2d instead of
+pipeline.pool's fused ReLU + max-pool kernel. Speeds are ratios within one
+run: this machine's speed varies by 10-15% between runs (docs/speed.md).
+
+    python benchmarks/cnn_step.py [--threads 1] [--steps 10]
+"""
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipeline.models import LeNet5, SmallCNN, count_parameters  # noqa: E402
+from pipeline.runtime import setup_torch  # noqa: E402
+
+MODELS = {
+    "lenet5": lambda: LeNet5("relu"),
+    "cnn2": lambda: SmallCNN("relu", True, 0.2, 2, 32, 3, False),
+    "cnn2 textbook": lambda: SmallCNN("relu", True, 0.2, 2, 32, 3, False, fast_pool=False),
+    "cnn4": lambda: SmallCNN("relu", True, 0.2, 4, 32, 3, False),
+    "cnn4 textbook": lambda: SmallCNN("relu", True, 0.2, 4, 32, 3, False, fast_pool=False),
+}
+
+
+def step_ms(model, steps):
+    model = model.to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(256, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (256,))
+    times = []
+    for _ in range(steps + 2):
+        start = time.perf_counter()
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times[2:])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as train.threads)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per model (default 10)")
+    args = parser.parse_args()
+    setup_torch(args.threads)
+    torch.manual_seed(0)
+    base = None
+    for name, build in MODELS.items():
+        model = build()
+        ms = step_ms(model, args.steps)
+        base = base or ms
+        print(f"{name:14s} {count_parameters(model):>9,d} params  {ms:6.1f} ms/step  {ms / base:5.2f}x lenet5")
+
+
+if __name__ == "__main__":
+    main()
