@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data run study test exps
+.PHONY: setup data run study push test exps
 
 setup: $(VENV)/.installed
 
@@ -29,6 +29,11 @@ study: setup data
 	@if dvc remote list | grep -q .; then echo "dvc repro --pull study/dvc.yaml"; dvc repro --pull study/dvc.yaml; \
 	else echo "dvc repro study/dvc.yaml"; dvc repro study/dvc.yaml; fi
 	@sed -n '/^## Verdicts/,/^## Figures/p' study/report.md | grep -v '^## Figures'
+
+# dvc push --run-cache, plus the outputs of every recorded run, which DVC leaves behind
+# (docs/team.md): a teammate's `dvc exp run --pull` of a configuration you ran then trains nothing.
+push: setup
+	python scripts/push_run_cache.py
 
 test: setup data
 	@scripts/ensure-postgres.sh

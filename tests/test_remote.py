@@ -1,9 +1,10 @@
 """A team's DVC remote for real: moto's S3 server on 127.0.0.1, DVC's own S3 plugin, clones through a bare git repo."""
 
 import hashlib
+import sys
 
 import pytest
-from helpers import S3_CREDENTIALS, make_project, run, s3_server, shrunk_params, write_idx_folder
+from helpers import ROOT, S3_CREDENTIALS, make_project, run, s3_server, shrunk_params, write_idx_folder
 
 pytestmark = pytest.mark.slow
 BUCKET = "team-dvc"
@@ -85,6 +86,23 @@ def test_experiments_travel_through_git_and_the_remote(team):
     assert (mate / "metrics/dropout.json").read_text() == metrics
     assert digest(mate / "data/models/dropout/seed0.pt") == checkpoint
     assert "Running stage" not in run(["dvc", "repro"], mate, env).stdout
+
+
+def test_a_run_pushed_with_its_outputs_is_restored_from_the_run_cache_for_a_teammate(team):
+    """`dvc push --run-cache` alone leaves a run's outputs behind (docs/team.md); the script sends them too."""
+    tmp, repo, env, _ = team
+    run(["dvc", "exp", "run", "-S", "model.dropout=0.6"], repo, env)  # run, not shared as an experiment
+    metrics = (repo / "metrics/dropout.json").read_text()
+    run(["git", "checkout", "--", "."], repo, env)
+    run(["dvc", "checkout"], repo, env)
+    pushed = run([sys.executable, str(ROOT / "scripts/push_run_cache.py")], repo, env).stdout
+    assert "0 failed" in pushed, pushed
+
+    mate = clone(tmp, env, "mate4")
+    restored = run(["dvc", "exp", "run", "--pull", "-S", "model.dropout=0.6"], mate, env).stdout
+    assert "Stage 'train@dropout' is cached - skipping run" in restored, restored
+    assert "Running stage 'train@" not in restored and "Running stage 'evaluate@" not in restored
+    assert (mate / "metrics/dropout.json").read_text() == metrics
 
 
 def test_an_unreachable_remote_fails_with_dvcs_message_and_loses_nothing(team):

@@ -1,0 +1,53 @@
+"""Push the DVC run-cache *and* the outputs its records point to, so a teammate's `dvc exp run --pull` restores.
+
+`dvc push --run-cache` (DVC 3.67) sends the run records (.dvc/cache/runs) but only the
+objects the workspace uses (dvc/repo/push.py collects the records it pushed and does
+nothing with them; a maintainer on treeverse/dvc#10472: "I don't think this operation
+directly pushes/pulls anything except the runs files"). So a run of another
+configuration, and every `cache: false` metrics or plots file (DVC copies those into
+the local cache when it records a run), never reaches the remote, and the teammate's
+DVC finds the record but not its outputs, and trains again. This script pushes the
+records with DVC's own command, then the outputs of every record, through DVC's own
+stage-cache and data-cloud code. On the teammate's side nothing new is needed:
+`dvc pull --run-cache` (or `dvc exp run --pull`) fetches both.
+
+    python scripts/push_run_cache.py [-r REMOTE]
+"""
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+
+def run_records(cache_dir):
+    """(key, value) of every run record in the local run-cache."""
+    runs = Path(cache_dir) / "runs"
+    return [(record.parent.name, record.name) for record in sorted(runs.glob("*/*/*")) if record.is_file()]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-r", "--remote", help="the DVC remote (default: the default remote)")
+    args = parser.parse_args()
+    remote = ["-r", args.remote] if args.remote else []
+    subprocess.run(["dvc", "push", "--run-cache", *remote], check=True)
+
+    from dvc.repo import Repo
+
+    with Repo() as repo:
+        records = run_records(repo.cache.legacy.path)
+        objects = set()
+        for record in records:
+            try:
+                for objs in repo.stage_cache.get_used_objs([record]).values():
+                    objects |= objs
+            except Exception as e:  # an output gone from the local cache (dvc gc): skip that record
+                print(f"skipped run record {record[1][:12]}: {type(e).__name__}: {e}", file=sys.stderr)
+        result = repo.cloud.push(objects, remote=args.remote)
+    print(f"{len(records)} run records: {len(result.transferred)} outputs pushed, {len(result.failed)} failed")
+    sys.exit(1 if result.failed else 0)
+
+
+if __name__ == "__main__":
+    main()
