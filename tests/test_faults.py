@@ -32,7 +32,7 @@ def test_batch_norm_trains_when_the_split_leaves_a_batch_of_one(split_dir):
 
 def test_batch_norm_with_batches_of_one_is_refused():
     with pytest.raises(
-        ParamsError, match=r"train.batch_size must be >= 2 when a variant uses batch norm \(batchnorm\)"
+        ParamsError, match=r"train.batch_size must be >= 2 for variant batchnorm, which uses batch norm; got 1"
     ):
         validate(shrunk_params("unused", **{"train.batch_size": 1}))
 
