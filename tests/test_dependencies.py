@@ -76,3 +76,21 @@ def test_the_closure_finds_what_is_there():
     """An oracle for the walker itself: train reaches the pool kernel only through models."""
     assert "pipeline.pool" not in imports_of("pipeline.train")
     assert "pipeline.pool" in closure("pipeline.train")
+
+
+def test_the_study_pipeline_runs_the_main_pipelines_stages():
+    """study/dvc.yaml repeats the main train, evaluate and report stages (DVC has no include): the
+    same commands, deps, params and outputs, only with the study's params file and paths."""
+    main = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    study = yaml.safe_load((ROOT / "study/dvc.yaml").read_text())
+    assert set(study["vars"][0]["paths"]) <= set(main["vars"][0]["paths"])  # the same names, other places
+    for name in ("train", "evaluate", "report"):
+        ours, theirs = main["stages"][name], study["stages"][name]
+        ours, theirs = ours.get("do", ours), theirs.get("do", theirs)
+        assert theirs["cmd"] == ours["cmd"].replace("--params params.yaml", "--params study/params.yaml"), name
+        assert theirs["deps"] == ours["deps"], name
+        assert theirs["params"] == [{"study/params.yaml": ours["params"]}], name
+        for kind in ("outs", "metrics", "plots"):
+            assert theirs.get(kind) == ours.get(kind), (name, kind)
+        assert theirs["wdir"] == ".."
+    assert set(study.get("stages")) == {"check", "train", "evaluate", "report"}
