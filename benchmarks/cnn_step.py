@@ -26,9 +26,9 @@ from pipeline.runtime import setup_torch  # noqa: E402
 MODELS = {
     "lenet5": lambda: LeNet5("relu"),
     "cnn2": lambda: SmallCNN("relu", True, 0.2, 2, 32, 3, False),
-    "cnn2 textbook": lambda: SmallCNN("relu", True, 0.2, 2, 32, 3, False, fast_pool=False),
+    "cnn2 textbook": lambda: SmallCNN("relu", True, 0.2, 2, 32, 3, False, fast=False),
     "cnn4": lambda: SmallCNN("relu", True, 0.2, 4, 32, 3, False),
-    "cnn4 textbook": lambda: SmallCNN("relu", True, 0.2, 4, 32, 3, False, fast_pool=False),
+    "cnn4 textbook": lambda: SmallCNN("relu", True, 0.2, 4, 32, 3, False, fast=False),
 }
 
 

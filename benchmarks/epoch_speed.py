@@ -37,9 +37,9 @@ PATHS = ["typical", "typical+alloc", "ours"]
 THREADS, WARMUP_BATCHES = 2, 5
 
 
-def fresh_model(memory_format, fast_pool):
+def fresh_model(memory_format, fast):
     torch.manual_seed(0)
-    model = LeNet5("relu", batchnorm=False, dropout=0.0, fast_pool=fast_pool).to(memory_format=memory_format)
+    model = LeNet5("relu", batchnorm=False, dropout=0.0, fast=fast).to(memory_format=memory_format)
     return model, torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
 
 
@@ -64,7 +64,7 @@ def time_one_epoch(path, raw, split, batch_size):
     mean, std = normalisation(images)
     if path == "ours":
         x, generator = to_model_input(images, mean, std, "cpu"), torch.Generator().manual_seed(0)
-        model, optimizer = fresh_model(torch.channels_last, fast_pool=True)
+        model, optimizer = fresh_model(torch.channels_last, fast=True)
         train_one_epoch(
             model,
             optimizer,
@@ -87,7 +87,7 @@ def time_one_epoch(path, raw, split, batch_size):
     )
     dataset = torch.utils.data.Subset(datasets.FashionMNIST(raw, train=True, transform=transform), indices.tolist())
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=0)
-    model, optimizer = fresh_model(torch.contiguous_format, fast_pool=False)
+    model, optimizer = fresh_model(torch.contiguous_format, fast=False)
     typical_epoch(model, optimizer, loader, WARMUP_BATCHES)
     start = time.perf_counter()
     typical_epoch(model, optimizer, loader)

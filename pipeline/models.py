@@ -8,6 +8,7 @@ its own in params.yaml.
 
 from torch import nn
 
+from pipeline.norm import BatchNorm2d
 from pipeline.pool import MaxPool2x2
 
 ACTIVATIONS = {
@@ -30,26 +31,28 @@ class LeNet5(nn.Module):
 
     conv 6@5x5 -> pool -> conv 16@5x5 -> pool -> fc 120 -> fc 84 -> fc 10.
     Batch norm, when on, follows each conv and hidden fc layer; dropout
-    follows the two hidden fc layers. fast_pool runs a ReLU and the pool after
-    it as pipeline.pool's kernel (the same function, faster on the CPU);
-    since ReLU has no weights, both builds have the same state_dict keys, and
-    a checkpoint loads into either. fast_pool=False is the textbook model:
-    the oracle in the tests and the typical model in benchmarks/epoch_speed.py.
+    follows the two hidden fc layers. fast=True runs a ReLU and the pool after
+    it as pipeline.pool's kernel, and the conv layers' batch norm as
+    pipeline.norm's (the same functions, faster on the CPU); since ReLU has
+    no weights, both builds have the same state_dict keys, and a checkpoint
+    loads into either. fast=False is the textbook model: the oracle in the
+    tests and the typical model in benchmarks/epoch_speed.py.
     """
 
-    def __init__(self, activation="relu", batchnorm=False, dropout=0.0, fast_pool=True):
+    def __init__(self, activation="relu", batchnorm=False, dropout=0.0, fast=True):
         super().__init__()
-        fused = fast_pool and activation == "relu"
+        fused = fast and activation == "relu"
+        norm2d = BatchNorm2d if fast else nn.BatchNorm2d
         # Layers are made in the order of the forward pass: it fixes which
         # random numbers initialise which weights, so a seed means one model.
         self.conv1 = nn.Conv2d(1, 6, 5)
-        self.bn1 = _norm(batchnorm, nn.BatchNorm2d, 6)
+        self.bn1 = _norm(batchnorm, norm2d, 6)
         self.act1 = nn.Identity() if fused else ACTIVATIONS[activation]()
-        self.pool1 = MaxPool2x2(relu=fused) if fast_pool else nn.MaxPool2d(2)
+        self.pool1 = MaxPool2x2(relu=fused) if fast else nn.MaxPool2d(2)
         self.conv2 = nn.Conv2d(6, 16, 5)
-        self.bn2 = _norm(batchnorm, nn.BatchNorm2d, 16)
+        self.bn2 = _norm(batchnorm, norm2d, 16)
         self.act2 = nn.Identity() if fused else ACTIVATIONS[activation]()
-        self.pool2 = MaxPool2x2(relu=fused) if fast_pool else nn.MaxPool2d(2)
+        self.pool2 = MaxPool2x2(relu=fused) if fast else nn.MaxPool2d(2)
         self.fc1 = nn.Linear(16 * 5 * 5, 120)
         self.bn3 = _norm(batchnorm, nn.BatchNorm1d, 120)
         self.act3 = ACTIVATIONS[activation]()
@@ -90,13 +93,13 @@ class MLP(nn.Module):
 class ResidualBlock(nn.Module):
     """Two same-width convs with an identity shortcut (He et al. 2016, fig. 2): relu(x + F(x))."""
 
-    def __init__(self, channels, kernel, activation, batchnorm):
+    def __init__(self, channels, kernel, activation, batchnorm, norm2d):
         super().__init__()
         self.conv1 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
-        self.bn1 = _norm(batchnorm, nn.BatchNorm2d, channels)
+        self.bn1 = _norm(batchnorm, norm2d, channels)
         self.act1 = ACTIVATIONS[activation]()
         self.conv2 = nn.Conv2d(channels, channels, kernel, padding=kernel // 2)
-        self.bn2 = _norm(batchnorm, nn.BatchNorm2d, channels)
+        self.bn2 = _norm(batchnorm, norm2d, channels)
         self.act2 = ACTIVATIONS[activation]()
 
     def forward(self, x):
@@ -115,21 +118,22 @@ class SmallCNN(nn.Module):
     coming in, and the model sees what the study's did.
     """
 
-    def __init__(self, activation, batchnorm, dropout, layers, width, kernel, residual, fast_pool=True):
+    def __init__(self, activation, batchnorm, dropout, layers, width, kernel, residual, fast=True):
         super().__init__()
-        fused = fast_pool and activation == "relu"
+        fused = fast and activation == "relu"
+        norm2d = BatchNorm2d if fast else nn.BatchNorm2d
         blocks, channels, size = [], 1, 28
         for i in range(layers):
             out = width * 2**i
             blocks += [
                 nn.Conv2d(channels, out, kernel, padding=kernel // 2),
-                _norm(batchnorm, nn.BatchNorm2d, out),
+                _norm(batchnorm, norm2d, out),
                 nn.Identity() if fused else ACTIVATIONS[activation](),
-                MaxPool2x2(relu=fused) if fast_pool else nn.MaxPool2d(2),
+                MaxPool2x2(relu=fused) if fast else nn.MaxPool2d(2),
             ]
             channels, size = out, size // 2
         self.features = nn.Sequential(*blocks)
-        self.residual = ResidualBlock(channels, kernel, activation, batchnorm) if residual else nn.Identity()
+        self.residual = ResidualBlock(channels, kernel, activation, batchnorm, norm2d) if residual else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(channels * size * size, 10)
 

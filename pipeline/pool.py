@@ -70,16 +70,27 @@ def _compiled(function, parallel):
     return numba.njit(parallel=parallel, cache=True)(renamed)
 
 
-_KERNELS = {parallel: (_compiled(_forward, parallel), _compiled(_backward, parallel)) for parallel in (False, True)}
+def compile_kernels(*functions):
+    """{parallel: (compiled function, ...)} for parallel in (False, True); see kernels_for_threads."""
+    return {parallel: tuple(_compiled(f, parallel) for f in functions) for parallel in (False, True)}
 
 
-def _kernels():
-    """(forward, backward) for torch's thread count (train.threads): queued runs with 1 each stay at 1."""
+def kernels_for_threads(kernels):
+    """The build for torch's thread count (train.threads): queued runs with 1 each stay at 1.
+
+    Call it in an autograd Function's forward, on the caller's thread:
+    autograd runs the backward on a thread of its own, where
+    torch.get_num_threads() reports all cores, and numba.set_num_threads()
+    there would raise torch's own count too.
+    """
     threads = torch.get_num_threads()
     if threads == 1:
-        return _KERNELS[False]
+        return kernels[False]
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    return _KERNELS[True]
+    return kernels[True]
+
+
+_KERNELS = compile_kernels(_forward, _backward)
 
 
 def _nhwc(tensor):
@@ -100,10 +111,7 @@ class _MaxPool2x2(torch.autograd.Function):
         )
         out = _like((n, c, h // 2, w // 2), memory_format)
         winner = _like((n, c, h // 2, w // 2), memory_format, torch.uint8)
-        # Chosen here, on the caller's thread: autograd runs the backward on a
-        # thread of its own, where torch.get_num_threads() reports all cores,
-        # and numba.set_num_threads() there would raise torch's own count too.
-        ctx.kernels = _kernels()
+        ctx.kernels = kernels_for_threads(_KERNELS)  # here, not in backward: see its docstring
         ctx.kernels[0](_nhwc(x), _nhwc(out), _nhwc(winner), relu)
         ctx.save_for_backward(winner)
         ctx.input_shape, ctx.memory_format = x.shape, memory_format

@@ -48,7 +48,7 @@ def test_small_cnn_sees_the_28x28_image_and_matches_the_textbook_build():
     ReLU + pool kernel gives the textbook nn.ReLU + nn.MaxPool2d model's output, bit for bit."""
     torch.manual_seed(0)
     fast = SmallCNN("relu", True, 0.0, 3, 8, 3, True).eval()
-    textbook = SmallCNN("relu", True, 0.0, 3, 8, 3, True, fast_pool=False).eval()
+    textbook = SmallCNN("relu", True, 0.0, 3, 8, 3, True, fast=False).eval()
     textbook.load_state_dict(fast.state_dict())
     x = torch.randn(4, 1, 32, 32)
     bordered = x.clone()
@@ -110,7 +110,7 @@ def test_lenet5_is_the_textbook_layer_stack(batchnorm, dropout):
         nn.Linear(84, 10),
     ).eval()
     torch.manual_seed(0)
-    model = LeNet5("relu", batchnorm, dropout, fast_pool=False).eval()
+    model = LeNet5("relu", batchnorm, dropout, fast=False).eval()
     assert all(torch.equal(a, b) for a, b in zip(stack.parameters(), model.parameters(), strict=True))
     x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(1))
     assert torch.equal(stack(x), model(x))
