@@ -1,9 +1,12 @@
-"""Batch norm in training mode (the batch's own statistics) as small CPU kernels, compiled by numba.
+"""Batch norm in training mode (the batch's own statistics) over a few channels, as numba CPU kernels.
 
-Why: PyTorch's CPU batch norm is slow in channels-last with few channels. On
-LeNet-5's first layer ([256, 6, 28, 28]) its forward and backward took 10.1 ms
-of a 26.6 ms training step; these kernels take 3.4 ms. On the small CNN's
-first layer ([256, 32, 28, 28]): 21.3 ms against 6.1 ms (docs/speed.md).
+Why: PyTorch's CPU batch norm in channels-last vectorises over the channels,
+and LeNet-5's first layer has 6 of them, fewer than a vector holds. There its
+forward and backward took ~10 ms of a training step; with these kernels a
+LeNet-5 batch-norm step (one thread, batch 256) took 18.1-19.2 ms against
+22.3-22.5 ms, 1.20x. With 8 or more channels PyTorch's layer was as fast or
+faster (LeNet-5's 16-channel layer, the small CNNs' 8-256), so those keep it:
+MAX_CHANNELS below, measured in docs/speed.md.
 
 Same function, other rounding: sums are accumulated in float64, per image and
 then over the images in a fixed order, so the serial and parallel builds
@@ -20,6 +23,8 @@ import torch
 from torch import nn
 
 from pipeline.pool import compile_kernels, kernels_for_threads
+
+MAX_CHANNELS = 7  # the kernels run for layers this narrow; from 8 channels on PyTorch's was as fast
 
 
 def _sums(x, partial):
@@ -129,7 +134,7 @@ class _BatchNormTrain(torch.autograd.Function):
 
 
 class BatchNorm2d(nn.BatchNorm2d):
-    """nn.BatchNorm2d whose training-mode forward and backward run the kernels above on the CPU."""
+    """nn.BatchNorm2d whose training-mode forward and backward run the kernels above on the CPU (few channels)."""
 
     def forward(self, x):
         if not self._kernel_applies(x):
@@ -152,6 +157,7 @@ class BatchNorm2d(nn.BatchNorm2d):
             and x.device.type == "cpu"
             and x.dtype == torch.float32
             and x.dim() == 4
+            and x.shape[1] <= MAX_CHANNELS
             and x.is_contiguous(memory_format=torch.channels_last)
             and x.shape[0] * x.shape[2] * x.shape[3] > 1  # else PyTorch's own error
             and not torch.compiler.is_compiling()

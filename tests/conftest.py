@@ -1,7 +1,13 @@
 """Shared fixtures, built from tests/helpers.py: synthetic IDX files, a split folder, a temp project."""
 
 import pytest
-from helpers import make_project, shrunk_params, synthetic_images, write_idx_folder
+from helpers import compile_kernels_once, make_project, shrunk_params, synthetic_images, write_idx_folder
+
+
+@pytest.fixture(scope="session", autouse=True)
+def kernels_compiled():
+    """numba's cache of the CPU kernels, filled once here and copied into every temp project."""
+    compile_kernels_once()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ from torch import nn
 
 from pipeline.norm import BatchNorm2d
 
-SHAPES = [(64, 6, 28, 28), (5, 3, 11, 9), (256, 16, 10, 10), (4, 32, 1, 1)]
+SHAPES = [(64, 6, 28, 28), (5, 3, 11, 9), (256, 7, 10, 10), (4, 1, 1, 1)]
 
 
 def channels_last(*shape, seed, scale=1.0, shift=0.0):
@@ -81,11 +81,12 @@ def test_running_statistics_follow_nn_batchnorm(momentum):
 
 @pytest.mark.parametrize(
     "case",
-    ["eval", "contiguous", "float64", "one value per channel"],
+    ["eval", "contiguous", "float64", "eight channels", "one value per channel"],
 )
 def test_where_the_kernel_does_not_apply_nn_batchnorm_runs(case):
-    ours, oracle = pair(3)
-    x = channels_last(4, 3, 5, 5, seed=5)
+    channels = 8 if case == "eight channels" else 3
+    ours, oracle = pair(channels)
+    x = channels_last(4, channels, 5, 5, seed=5)
     if case == "eval":
         ours.eval(), oracle.eval()
     elif case == "contiguous":
@@ -100,6 +101,11 @@ def test_where_the_kernel_does_not_apply_nn_batchnorm_runs(case):
         return
     out = ours(x.clone().requires_grad_())
     assert torch.equal(out, oracle(x)) and "NativeBatchNorm" in out.grad_fn.name()
+
+
+def test_the_kernel_runs_where_it_applies():
+    out = pair(6)[0](channels_last(4, 6, 5, 5, seed=8).requires_grad_())
+    assert out.grad_fn.name() == "_BatchNormTrainBackward"
 
 
 def test_a_checkpoint_loads_into_nn_batchnorm():
