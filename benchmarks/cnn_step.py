@@ -27,6 +27,7 @@ from pipeline.models import LeNet5, SmallCNN, count_parameters  # noqa: E402
 from pipeline.norm import BatchNorm2d  # noqa: E402
 from pipeline.runtime import setup_torch  # noqa: E402
 
+
 def torch_batchnorm(model):
     """The same model with nn.BatchNorm2d in place of pipeline.norm's (same initial weights: ones, zeros)."""
     for name, child in model.named_children():
