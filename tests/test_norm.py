@@ -116,20 +116,26 @@ def test_a_checkpoint_loads_into_nn_batchnorm():
     assert list(plain.state_dict()) == list(ours.state_dict())
 
 
-def test_a_training_step_through_lenet5_matches_the_textbook_model():
-    """The whole model: the same loss and gradients as PyTorch's layers, to float32 rounding."""
+def test_a_training_step_through_lenet5_matches_the_textbook_model_in_float64():
+    """The whole model: the same logits and gradients as PyTorch's layers in float64, to float32 rounding.
+
+    The oracle is float64 because ReLU and max pooling route gradients by
+    sign and by the largest value: PyTorch's float32 batch norm is off by
+    ~1e-5, enough to flip a value near 0 and move a gradient entry (seen
+    against it, one value in 150,000); ours is off by ~1e-7.
+    """
     from pipeline.models import LeNet5
 
-    models = []
-    for fast in (True, False):
-        torch.manual_seed(0)
-        models.append(LeNet5("relu", batchnorm=True, fast=fast).to(memory_format=torch.channels_last))
-    assert isinstance(models[0].bn1, BatchNorm2d) and not isinstance(models[1].bn1, BatchNorm2d)
-    x = channels_last(32, 1, 32, 32, seed=7)
-    labels = torch.arange(32) % 10
-    losses = [F.cross_entropy(model(x), labels) for model in models]
-    for loss in losses:
-        loss.backward()
-    torch.testing.assert_close(losses[0], losses[1], rtol=1e-6, atol=1e-6)
-    for mine, theirs in zip(models[0].parameters(), models[1].parameters(), strict=True):
-        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-5)
+    torch.manual_seed(0)
+    ours = LeNet5("relu", batchnorm=True).to(memory_format=torch.channels_last)
+    oracle = LeNet5("relu", batchnorm=True, fast=False).double()
+    oracle.load_state_dict(ours.state_dict())
+    assert isinstance(ours.bn1, BatchNorm2d) and not isinstance(oracle.bn1, BatchNorm2d)
+    x = channels_last(8, 1, 32, 32, seed=7)
+    labels = torch.arange(8) % 10
+    logits = ours(x), oracle(x.double())
+    torch.testing.assert_close(logits[0].double(), logits[1], rtol=1e-5, atol=1e-5)
+    for model, out in zip((ours, oracle), logits, strict=True):
+        F.cross_entropy(out, labels).backward()
+    for (name, mine), theirs in zip(ours.named_parameters(), oracle.parameters(), strict=True):
+        torch.testing.assert_close(mine.grad.double(), theirs.grad, rtol=1e-4, atol=1e-5, msg=name)
