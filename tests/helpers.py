@@ -162,7 +162,7 @@ def shrunk_params(source, profile="params.yaml", **overrides):
     return params
 
 
-def run(cmd, cwd, env=None, check=True, timeout=300):
+def run(cmd, cwd, env=None, check=True, timeout=540):
     """Run a command; on failure or after `timeout` seconds, show its output in the assertion.
 
     Output goes to files, not pipes: `dvc queue start` forks helpers that keep

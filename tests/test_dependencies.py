@@ -59,7 +59,9 @@ def stage_definitions():
             yield f"{dvcfile}:{name}", module, deps
 
 
-@pytest.mark.parametrize("stage, module, deps", list(stage_definitions()), ids=lambda v: str(v)[:30])
+@pytest.mark.parametrize(
+    "stage, module, deps", [pytest.param(*d, id=d[0]) for d in stage_definitions()]
+)  # ids by stage: a set's order differs between processes (pytest-xdist's workers must agree)
 def test_stage_deps_are_its_import_closure(stage, module, deps):
     imported = {m.replace(".", "/") + ".py" for m in closure(module)} - set(NOT_DEPS)
     assert not imported - deps, f"stage {stage}: dvc.yaml misses {sorted(imported - deps)}"

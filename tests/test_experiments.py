@@ -29,7 +29,7 @@ def project(tmp_path_factory):
     stop_queue_workers(repo)  # a worker can hang at shutdown after its tasks are done
 
 
-def wait_for_queue(repo, env, timeout=400):
+def wait_for_queue(repo, env, timeout=540):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         status = run(["dvc", "queue", "status"], repo, env).stdout
