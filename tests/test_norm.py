@@ -135,7 +135,7 @@ def test_a_training_step_through_lenet5_matches_the_textbook_model_in_float64():
     labels = torch.arange(8) % 10
     logits = ours(x), oracle(x.double())
     torch.testing.assert_close(logits[0].double(), logits[1], rtol=1e-5, atol=1e-5)
-    for model, out in zip((ours, oracle), logits, strict=True):
+    for out in logits:
         F.cross_entropy(out, labels).backward()
     for (name, mine), theirs in zip(ours.named_parameters(), oracle.parameters(), strict=True):
         torch.testing.assert_close(mine.grad.double(), theirs.grad, rtol=1e-4, atol=1e-5, msg=name)
