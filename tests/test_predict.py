@@ -59,7 +59,7 @@ def test_the_test_split_by_default_matches_the_engine(checkpoint, split_dir, tmp
 def test_idx_files_and_image_files_give_the_same_classes(checkpoint, split_dir, tmp_path):
     sums = write_idx_folder(tmp_path / "idx")  # gzipped IDX files, as the datasets ship
     assert sums
-    images = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz"))
+    images = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz").copy())  # a writable copy
     labels = read_idx(tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz")
     assert images.shape == (200, 28, 28) and labels.shape == (200,)
     pngs = tmp_path / "pngs"
@@ -107,7 +107,7 @@ def test_labels_with_images_print_the_accuracy(checkpoint, split_dir, tmp_path):
         1,
     )
     assert result.returncode == 0, result.stderr
-    images = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte"))
+    images = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte").copy())
     labels = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-labels-idx1-ubyte").astype(np.int64))
     accuracy = (oracle_predictions(checkpoint, images) == labels).float().mean().item()
     assert f"accuracy {accuracy:.4f} on 200 labelled images" in result.stdout
