@@ -6,9 +6,9 @@ CNN rows are models.SmallCNN as the study profile builds it (batch norm,
 dropout 0.2, 3x3). "+ torch bn" swaps pipeline.norm's batch norm (LeNet-5's
 6-channel layer) for nn.BatchNorm2d, the pool kernel staying; the CNNs'
 layers are wider than pipeline.norm.MAX_CHANNELS, so they run PyTorch's
-batch norm anyway. "textbook" uses PyTorch's layers
-throughout (nn.BatchNorm2d, nn.ReLU + nn.MaxPool2d). Speeds are ratios within
-one run: this machine's speed varies by 10-15% between runs (docs/speed.md).
+batch norm anyway. "textbook" uses PyTorch's layers throughout
+(nn.BatchNorm2d, nn.ReLU + nn.MaxPool2d). Speeds are ratios within one run:
+this machine's speed varies by 10-15% between runs (docs/speed.md).
 
     python benchmarks/cnn_step.py [--threads 1] [--steps 10]
 """
