@@ -1,7 +1,10 @@
 """`python -m pipeline.compare`: rank the experiments of a sweep, one row per configuration.
 
-Reads:  DVC's experiments table (dvc.api.exp_show: the HEAD commit and the
-        experiments derived from it), one entry per (experiment, variant).
+Reads:  DVC's experiments (`dvc exp show --json`: the HEAD commit and the
+        experiments derived from it), one entry per (experiment, variant):
+        the params of one params file (`params.yaml`, or the study's
+        `study/params.yaml`) and the per-seed metrics beside it (`metrics/`,
+        `study/metrics/`).
 Writes: a ranked markdown table to stdout (and to --md), a bar chart with the
         spread over seeds (--figure).
 Every experiment trains each variant with the seeds in train.seeds; the
@@ -11,15 +14,18 @@ chosen on validation data, and the test accuracy is only reported beside it.
 """
 
 import argparse
+import json
 import math
 import re
 import statistics
+import subprocess
+import sys
 from collections import defaultdict
+from pathlib import PurePosixPath
 
 from pipeline.errors import PipelineError, run_stage
 from pipeline.params import Params
 
-METRIC_COLUMN = re.compile(r"^metrics/(?P<variant>\w+)\.json:(?P<metric>(val|test)_acc)_seed(?P<seed>\d+)$")
 # never a knob of the comparison: which seeds, where data and runs come from, how fast
 IGNORED = re.compile(
     r"^(train\.seeds$|train\.workers$|evaluate\.threads$|tracking\.|report\.|"
@@ -31,13 +37,80 @@ def _is_param(column):
     return ":" not in column and column.split(".")[0] in Params.model_fields
 
 
+def _metrics_folder(params_file):
+    """metrics/ beside params.yaml, study/metrics/ beside study/params.yaml."""
+    return PurePosixPath(params_file).parent / "metrics"
+
+
+def _metric_column(params_file):
+    folder = re.escape(str(_metrics_folder(params_file)))
+    return re.compile(rf"^{folder}/(?P<variant>\w+)\.json:(?P<metric>(val|test)_acc)_seed(?P<seed>\d+)$")
+
+
+def _flatten(data, prefix=""):
+    """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; a list becomes its string, as in `dvc exp show`."""
+    out = {}
+    for key, value in (data or {}).items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = str(value) if isinstance(value, list) else value
+    return out
+
+
+def flat_rows(states, params_file="params.yaml"):
+    """`dvc exp show --json` as rows: Experiment, rev, State, params_file's params by dotted name, `<file>:<metric>`.
+
+    Not dvc.api.exp_show: its flat table names a param `train.lr` when one
+    params file has it and `params.yaml:train.lr` when two do (this repo has
+    two, the study's), so there a bare name cannot say which file it is from.
+    """
+
+    def row(name, rev, state, data):
+        data = data or {}
+        params = data.get("params", {}).get(params_file, {}).get("data")
+        metrics = {
+            f"{path}:{key}": value
+            for path, item in (data.get("metrics") or {}).items()
+            for key, value in _flatten(item.get("data")).items()
+        }
+        return {"Experiment": name, "rev": rev, "State": state, **_flatten(params), **metrics}
+
+    found = {file for commit in states for file in ((commit.get("data") or {}).get("params") or {})}
+    if params_file not in found:
+        raise PipelineError(
+            f"--params {params_file}: not a params file of these experiments; one of: {', '.join(sorted(found))}"
+        )
+    rows = []
+    for commit in states:
+        if commit["rev"] == "workspace":
+            continue
+        rows.append(row(commit.get("name") or commit["rev"][:7], commit["rev"][:7], None, commit.get("data")))
+        for experiment in commit.get("experiments") or []:
+            state = experiment["revs"][0]
+            status = (experiment.get("executor") or {}).get("state") or ("failed" if state.get("error") else None)
+            rows.append(row(experiment["name"], state["rev"][:7], status and status.capitalize(), state.get("data")))
+    return rows
+
+
+def exp_show(repo=".", rev=None):
+    """`dvc exp show --json` of the experiments derived from rev (default HEAD), parsed."""
+    command = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--rev", rev] if rev else [])]
+    result = subprocess.run(command, cwd=repo, capture_output=True, text=True)
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines() or ["no output"]
+        raise PipelineError(f"dvc exp show failed in {repo}: {lines[-1]}")
+    return json.loads(result.stdout)
+
+
 def _present(value):
     """A number; exp_show fills a metric that a row lacks with None, NaN or the string 'None'."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value)
 
 
-def entries(rows):
+def entries(rows, params_file="params.yaml"):
     """[(experiment name, variant, {param: value}, {val_acc: {seed: value}, test_acc: {...}})] of finished ones."""
+    metric_column = _metric_column(params_file)
     out = []
     for row in rows:
         if row.get("rev") == "workspace" or row.get("State") in ("Queued", "Running", "Failed"):
@@ -46,7 +119,7 @@ def entries(rows):
         params = {k: v for k, v in row.items() if _is_param(k)}
         by_variant = defaultdict(lambda: {"val_acc": {}, "test_acc": {}})
         for column, value in row.items():
-            match = METRIC_COLUMN.match(column)
+            match = metric_column.match(column)
             if match and _present(value):
                 by_variant[match["variant"]][match["metric"]][match["seed"]] = value
         for variant, metrics in by_variant.items():
@@ -56,12 +129,12 @@ def entries(rows):
     return out
 
 
-def rank(rows, variant=None):
+def rank(rows, variant=None, params_file="params.yaml"):
     """Configurations, best mean val accuracy first: dicts with the changed params and stats."""
-    found = [e for e in entries(rows) if variant is None or e[1] == variant]
+    found = [e for e in entries(rows, params_file) if variant is None or e[1] == variant]
     if not found:
         raise PipelineError(
-            "no finished experiment with per-seed val_acc and test_acc metrics"
+            f"no finished experiment with per-seed val_acc and test_acc metrics in {_metrics_folder(params_file)}/"
             + (f" for variant {variant!r}" if variant else "")
         )
     columns = sorted({k for _, _, p, _ in found for k in p if not IGNORED.match(k)})
@@ -102,7 +175,7 @@ def markdown(ranked, changed):
         cells = [
             str(i),
             r["variant"],
-            *(str(r["params"][k]) for k in changed),
+            *("unset" if r["params"][k] is None else str(r["params"][k]) for k in changed),
             str(r["seeds"]),
             _spread(r["val_acc"], r["val_std"], r["seeds"]),
             _spread(r["test_acc"], r["test_std"], r["seeds"]),
@@ -120,7 +193,9 @@ def pivot(ranked, changed):
     """
     import pandas as pd
 
-    frame = pd.DataFrame([{**r["params"], "variant": r["variant"], "val_acc": r["val_acc"]} for r in ranked])
+    # a key one experiment added (-S '+key=...') is unset in the others: a row of its own, not dropped
+    params = [{k: "unset" if v is None else v for k, v in r["params"].items()} for r in ranked]
+    frame = pd.DataFrame([{**p, "variant": r["variant"], "val_acc": r["val_acc"]} for p, r in zip(params, ranked)])
     table = frame.pivot_table(index=changed, columns="variant", values="val_acc", sort=False)
     table["mean over variants"] = table.mean(axis=1)
     return table.sort_values("mean over variants", ascending=False)
@@ -151,7 +226,13 @@ def figure(ranked, changed, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", default=".")
+    parser.add_argument("--repo", default=".", help="the project's git repository (default: here)")
+    parser.add_argument(
+        "--params",
+        default="params.yaml",
+        help="the pipeline's params file, relative to the repo: params.yaml (default), "
+        "or study/params.yaml for the small-CNN study's experiments",
+    )
     parser.add_argument("--variant", help="only this variant (default: all)")
     parser.add_argument("--rev", help="baseline commit of the sweep (default: HEAD)")
     parser.add_argument("--md", help="also write the table to this markdown file")
@@ -163,9 +244,8 @@ def main():
         "ranked by the mean over the variants",
     )
     args = parser.parse_args()
-    import dvc.api
-
-    ranked, changed = rank(dvc.api.exp_show(repo=args.repo, revs=args.rev), args.variant)
+    rows = flat_rows(exp_show(args.repo, args.rev), args.params)
+    ranked, changed = rank(rows, args.variant, args.params)
     if args.pivot and not changed:
         raise PipelineError("--pivot needs experiments that differ in some param")
     table = (

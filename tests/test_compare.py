@@ -2,7 +2,7 @@
 
 import pytest
 
-from pipeline.compare import markdown, pivot, rank
+from pipeline.compare import flat_rows, markdown, pivot, rank
 from pipeline.errors import PipelineError
 
 
@@ -82,3 +82,77 @@ def test_pivot_ranks_configurations_by_the_mean_over_variants():
     # dropout 0.3: (0.94 + 0.5) / 2 = 0.72 first; 0.5: (0.925 + 0.5) / 2; 0.1: (0.91 + 0.5) / 2
     assert list(table.index) == [0.3, 0.5, 0.1]
     assert table.loc[0.3, "mean over variants"] == pytest.approx(0.72)
+
+
+def state(rev, dropout, study_dropout, val, study_val):
+    """One revision's data as `dvc exp show --json` writes it, in a repo with two params files (this one's)."""
+    return {
+        "rev": rev,
+        "params": {
+            "params.yaml": {"data": {"model": {"dropout": dropout}, "train": {"seeds": [0]}}},
+            "study/params.yaml": {"data": {"model": {"dropout": study_dropout}, "variants": {"cnn2": {"x": 1}}}},
+        },
+        "metrics": {
+            "metrics/dropout.json": {"data": {"val_acc_seed0": val, "test_acc_seed0": 0.5}},
+            "study/metrics/cnn2.json": {"data": {"val_acc_seed0": study_val, "test_acc_seed0": 0.5}},
+        },
+    }
+
+
+def experiment(name, data, executor_state="success", error=None):
+    return {
+        "name": name,
+        "executor": executor_state and {"state": executor_state},
+        "revs": [{"rev": data["rev"], "name": name, "data": data, "error": error, "experiments": None}],
+    }
+
+
+STATES = [
+    {"rev": "workspace", "name": None, "data": state("workspace", 0.9, 0.9, 0.99, 0.99), "experiments": None},
+    {
+        "rev": "a" * 40,
+        "name": "main",
+        "data": state("a" * 40, 0.1, 0.2, 0.90, 0.80),
+        "experiments": [
+            experiment("dropout-03", state("b" * 40, 0.3, 0.2, 0.92, 0.80)),
+            experiment("study-05", state("c" * 40, 0.1, 0.5, 0.90, 0.85)),
+            experiment("queued", state("d" * 40, 0.7, 0.7, 0.99, 0.99), executor_state="queued"),
+            experiment("failed", {"rev": "e" * 40}, executor_state=None, error={"msg": "boom"}),
+        ],
+    },
+]
+
+
+def test_each_params_file_ranks_its_own_experiments():
+    """The study's params and metrics do not leak into the main pipeline's ranking, nor the other way."""
+    rows = flat_rows(STATES)
+    assert [r["Experiment"] for r in rows] == ["main", "dropout-03", "study-05", "queued", "failed"]
+    assert rows[0]["train.seeds"] == "[0]" and "variants.cnn2.x" not in rows[0]
+    ranked, changed = rank(rows)
+    assert changed == ["model.dropout"]
+    assert [(r["params"]["model.dropout"], r["experiments"]) for r in ranked] == [
+        (0.3, ["dropout-03"]),
+        (0.1, ["main", "study-05"]),
+    ]
+    study = "study/params.yaml"
+    ranked, changed = rank(flat_rows(STATES, study), params_file=study)
+    assert changed == ["model.dropout"] and {r["variant"] for r in ranked} == {"cnn2"}
+    assert [(r["params"]["model.dropout"], r["val_acc"]) for r in ranked] == [(0.5, 0.85), (0.2, 0.80)]
+
+
+def test_a_params_file_the_experiments_lack_is_a_clear_error():
+    with pytest.raises(PipelineError, match=r"^--params other/params.yaml: .* one of: params.yaml, study/params.yaml$"):
+        flat_rows(STATES, "other/params.yaml")
+
+
+def test_a_key_one_experiment_added_is_unset_in_the_others():
+    added = state("f" * 40, 0.1, 0.2, 0.95, 0.8)
+    added["params"]["params.yaml"]["data"]["train"]["epochs"] = 40  # -S '+train.epochs=40'
+    states = [{**STATES[1], "experiments": [experiment("ep40", added)]}]
+    ranked, changed = rank(flat_rows(states))
+    assert changed == ["train.epochs"]
+    assert markdown(ranked, changed).splitlines()[2:] == [
+        "| 1 | dropout | 40 | 1 | 95.00% | 50.00% | ep40 |",
+        "| 2 | dropout | unset | 1 | 90.00% | 50.00% | main |",
+    ]
+    assert list(pivot(ranked, changed).index) == [40, "unset"]

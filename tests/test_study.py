@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import ROOT, make_project, run, shrunk_params, write_idx_folder
 
+from pipeline.compare import exp_show, flat_rows, rank
 from pipeline.models import build_model, count_parameters
 from pipeline.params import load_params, validate
 
@@ -55,7 +56,7 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     report = (repo / "study/report.md").read_text()
     assert "cnn2 − cnn4_flip" in report
 
-    # the study's kernel-5 row: only cnn2 trains again
+    # the study's kernel-5 row: only cnn2 trains again, and the compare command ranks it (two params files)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "study"], repo, env)
     row = run(
@@ -65,6 +66,18 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     assert "Stage 'study/dvc.yaml:train@cnn4_flip' didn't change" in row
     checkpoint = torch.load(repo / "data/study/models/cnn2/seed0.pt", weights_only=True)
     assert checkpoint["variant_params"]["cnn"]["kernel"] == 5
+
+    states = exp_show(repo)
+    ranked, changed = rank(flat_rows(states, "study/params.yaml"), params_file="study/params.yaml")
+    assert changed == ["variants.cnn2.cnn.kernel"]
+    assert sorted((r["variant"], r["params"]["variants.cnn2.cnn.kernel"]) for r in ranked) == [
+        ("cnn2", 3),
+        ("cnn2", 5),
+        ("cnn4_flip", 3),
+        ("cnn4_flip", 5),
+    ]
+    ranked, changed = rank(flat_rows(states))  # the main pipeline's: nothing changed there
+    assert changed == [] and {r["variant"] for r in ranked} == {"vanilla"}
 
     # a study checkpoint feeds predict like any other
     run(["python", "-m", "pipeline.predict", "data/study/models/cnn4_flip/seed1.pt", "--out", "p.csv"], repo, env)
