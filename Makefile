@@ -41,7 +41,8 @@ test: setup data
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
-# The experiments table, narrowed to what differs and to the mean accuracies over seeds.
+# The experiments table, narrowed to what differs and to the mean accuracies over seeds
+# (the study's too); `make exps REV=<commit>` for the experiments of an older commit.
 exps: setup
-	dvc exp show --only-changed --md \
-	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|data/|plots/|metrics$$|Created'
+	dvc exp show --only-changed --md $(if $(REV),--rev $(REV)) \
+	  --drop '(study/)?metrics/[^:]*:(?!(test|val)_acc_mean$$).*|(study/)?(data|plots)/|(study/)?metrics$$|pipeline/|Created'

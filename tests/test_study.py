@@ -1,6 +1,7 @@
 """The small-CNN study: its params profile, and its own pipeline (study/dvc.yaml) run by the real dvc."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -78,6 +79,14 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     ]
     ranked, changed = rank(flat_rows(states))  # the main pipeline's: nothing changed there
     assert changed == [] and {r["variant"] for r in ranked} == {"vanilla"}
+
+    # `make exps` narrows the table to the changed param and the mean accuracies, the study's too
+    shutil.copy(ROOT / "Makefile", repo / "Makefile")
+    table = run(["make", "-o", "setup", "exps"], repo, env).stdout.splitlines()
+    header = [cell.strip() for cell in next(line for line in table if line.startswith("| Experiment")).split("|")]
+    kernel = "variants.cnn2.cnn.kernel"
+    means = {f"study/metrics/cnn2.json:{m}_acc_mean" for m in ("test", "val")}  # shown where they differ
+    assert kernel in header and set(header) <= {"", "Experiment", kernel} | means, header
 
     # a study checkpoint feeds predict like any other
     run(["python", "-m", "pipeline.predict", "data/study/models/cnn4_flip/seed1.pt", "--out", "p.csv"], repo, env)
