@@ -31,6 +31,25 @@ def best_variant(variants, metrics_dir):
     return name, scored[name]
 
 
+def logged_model_uri(mlflow, run_id):
+    """models:/<model id> of the run's logged model.
+
+    MLflow 3 keeps a logged model as a LoggedModel of its own, not under the
+    run's artifacts: registering runs:/<id>/model still works, but MLflow then
+    looks the model up itself and warns that the run "has no artifacts at
+    artifact path 'model'".
+    """
+    experiment_id = mlflow.get_run(run_id).info.experiment_id
+    found = mlflow.search_logged_models(
+        experiment_ids=[experiment_id],
+        filter_string=f"source_run_id = '{run_id}' AND name = 'model'",
+        output_format="list",
+    )
+    if not found:
+        return f"runs:/{run_id}/model"
+    return f"models:/{max(found, key=lambda m: m.creation_timestamp).model_id}"
+
+
 def register(params, models_dir, metrics_dir, name, alias):
     """Register the best variant's logged model as a new version of `name`; return (variant, version)."""
     import torch
@@ -47,7 +66,7 @@ def register(params, models_dir, metrics_dir, name, alias):
         )
     mlflow, _ = store
     client = mlflow.MlflowClient()
-    version = mlflow.register_model(f"runs:/{run_id}/model", name)
+    version = mlflow.register_model(logged_model_uri(mlflow, run_id), name)
     tags = {
         "variant": variant,
         "seed": str(first_seed),
