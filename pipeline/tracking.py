@@ -290,11 +290,14 @@ class Run:
 
             from pipeline import serving
 
-            with tempfile.TemporaryDirectory() as tmp:
+            with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
                 path = Path(tmp) / "checkpoint.pt"
                 torch.save(checkpoint, path)
                 # Naming the requirements skips MLflow's inference of them, which loads
-                # the model in a subprocess: ~6 s per model on 2 cores.
+                # the model in a subprocess: ~6 s per model on 2 cores. The signature is
+                # given, so the "input example was not provided" warning only adds noise
+                # to every train stage's log (an example would be run through the model).
+                warnings.filterwarnings("ignore", ".*input example was not provided", UserWarning)
                 mlflow.pyfunc.log_model(
                     name="model",
                     python_model=serving.RawImageClassifier(),

@@ -33,7 +33,7 @@ def reproduced(tmp_path_factory):
         params["data"]["sources"]["FashionMNIST"] = [str(tmp / "absent"), url]
         repo, env = make_project(tmp, params)
         result = run(["dvc", "repro"], repo, env)
-    return repo, env, result.stdout
+    return repo, env, result
 
 
 def test_repro_writes_every_output(reproduced):
@@ -74,6 +74,13 @@ def test_repro_writes_every_output(reproduced):
         "test_accuracy.png",
         "val_accuracy.png",
     ]
+
+
+def test_a_whole_run_logs_no_python_warning(reproduced):
+    """A non-interactive log stays quiet: no library warning in any stage (MLflow's pyfunc, torch, numba)."""
+    _, _, result = reproduced
+    log = result.stdout + result.stderr
+    assert "Running stage 'train@" in log and not re.search(r"\w+Warning\b", log), log
 
 
 def test_metrics_show_has_one_row_per_variant(reproduced):

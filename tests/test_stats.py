@@ -2,6 +2,8 @@
 
 import math
 import re
+import statistics
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,18 @@ def test_welch_by_hand():
     assert w["p"] == pytest.approx(2 * scipy_stats.t.sf(t, 4))
     assert w["p"] == pytest.approx(0.00805, abs=1e-5)
     assert (w["ci_low"], w["ci_high"]) == pytest.approx((0.02 - 2.776445105 * se, 0.02 + 2.776445105 * se))
+
+
+def test_welch_with_one_side_all_equal_is_the_other_sides_t_test_and_quiet():
+    """Three seeds at 91.41% each: variance 0 on that side, so se and df come from the other (df = 3 - 1)."""
+    a, b = [0.9141] * 3, [0.9195, 0.9170, 0.9230]
+    se = statistics.stdev(b) / math.sqrt(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's "precision loss" warning would land in the report's log
+        w = welch(a, b, 0.95)
+    assert w["p"] == pytest.approx(2 * scipy_stats.t.sf(abs(w["diff"]) / se, 2))
+    half = scipy_stats.t.ppf(0.975, 2) * se
+    assert (w["ci_low"], w["ci_high"]) == pytest.approx((w["diff"] - half, w["diff"] + half))
 
 
 def test_welch_undefined_without_two_seeds_or_spread():
