@@ -4,6 +4,12 @@
     python -m pipeline.predict data/models/batchnorm/seed0.pt --images t10k-images-idx3-ubyte.gz \\
         --labels t10k-labels-idx1-ubyte.gz --out predictions.csv
     python -m pipeline.predict data/models/vanilla/seed1.pt --images my_photos/ shoe.png
+    python -m pipeline.predict models:/lenet5-fashion-mnist@champion --images shoe.png   # MLflow
+
+The model is a checkpoint file or an MLflow model URI (models:/<name>@<alias>,
+runs:/<run id>/model, models:/m-<id>), loaded from the project's MLflow store
+(MLFLOW_TRACKING_URI when set, else ./mlflow.db) as the logged pyfunc, which
+takes the raw uint8 images and does the padding and normalisation itself.
 
 Not a DVC stage: it changes no result. Writes a CSV (one row per image: where
 it came from, the predicted class, the probability of each class, and the
@@ -16,6 +22,7 @@ background: photos of dark objects on white need inverting first.
 
 import argparse
 import gzip
+import re
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +106,40 @@ def predict_probabilities(model, images, normalisation, device, batch_size=1024)
     return torch.cat(out) if out else torch.zeros(0, 0)
 
 
+def is_model_uri(text):
+    """models:/..., runs:/..., s3://...: a URI scheme, and not a file of that name."""
+    return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", text) is not None and not Path(text).exists()
+
+
+def load_logged_model(uri):
+    """(pyfunc model, class names) of an MLflow model URI, from the project's store; one line if it fails."""
+    import mlflow.pyfunc
+
+    from pipeline import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    try:
+        model = mlflow.pyfunc.load_model(uri)
+    except Exception as e:  # MlflowException, OSError, ...: say which URI and store, not a traceback
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise PipelineError(f"{uri}: cannot load it from {tracking.tracking_uri()} ({first})") from None
+    outputs = model.metadata.get_output_schema()
+    columns = outputs.input_names() if outputs is not None else []
+    classes = [c.removeprefix("p_") for c in columns if c.startswith("p_")]
+    if not classes:
+        raise PipelineError(f"{uri} is not a model this project logged (no p_<class> outputs in its signature)")
+    return model, classes
+
+
+def logged_model_probabilities(model, images, classes, batch_size=1024):
+    """Class probabilities [N, classes] from the logged pyfunc, fed the raw uint8 images in batches."""
+    out = []
+    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=None):
+        table = model.predict(images[start : start + batch_size].numpy())
+        out.append(torch.from_numpy(table[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float32)))
+    return torch.cat(out) if out else torch.zeros(0, len(classes))
+
+
 def predictions_table(probabilities, classes, sources, labels=None):
     table = pd.DataFrame({"source": sources, "predicted": [classes[i] for i in probabilities.argmax(1).tolist()]})
     if labels is not None:
@@ -110,7 +151,11 @@ def predictions_table(probabilities, classes, sources, labels=None):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkpoint", help="a seed<k>.pt written by stage train (data/models/<variant>/)")
+    parser.add_argument(
+        "checkpoint",
+        help="a seed<k>.pt written by stage train (data/models/<variant>/), "
+        "or an MLflow model URI: models:/<name>@<alias>, runs:/<run id>/model",
+    )
     parser.add_argument(
         "--images", nargs="*", help="IDX files, image files or folders of them (default: the test split)"
     )
@@ -120,8 +165,14 @@ def main():
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     args = parser.parse_args()
     device = setup_torch(args.threads)
-    checkpoint, model = load_checkpoint(args.checkpoint, device)
-    classes = checkpoint.get("classes") or read_json(Path(args.split) / "meta.json")["classes"]
+    from_mlflow = is_model_uri(args.checkpoint)
+    if from_mlflow:
+        logged, classes = load_logged_model(args.checkpoint)
+        by = args.checkpoint
+    else:
+        checkpoint, model = load_checkpoint(args.checkpoint, device)
+        classes = checkpoint.get("classes") or read_json(Path(args.split) / "meta.json")["classes"]
+        by = f"{checkpoint['variant']} seed {checkpoint['seed']}"
     if args.images:
         images, sources = gather_images(args.images)
         labels = torch.from_numpy(read_idx(args.labels).astype(np.int64)) if args.labels else None
@@ -130,11 +181,14 @@ def main():
     else:
         images, labels = load_split(args.split, "test")
         sources = [f"test:{i}" for i in range(len(images))]
-    probabilities = predict_probabilities(model, images, checkpoint["normalisation"], device)
+    if from_mlflow:
+        probabilities = logged_model_probabilities(logged, images, classes)
+    else:
+        probabilities = predict_probabilities(model, images, checkpoint["normalisation"], device)
     table = predictions_table(probabilities, classes, sources, labels)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
-    print(f"{len(table)} predictions by {checkpoint['variant']} seed {checkpoint['seed']} -> {args.out}")
+    print(f"{len(table)} predictions by {by} -> {args.out}")
     if labels is not None:
         accuracy = (table["predicted"] == table["label"]).mean()
         print(f"accuracy {accuracy:.4f} on {len(table)} labelled images")

@@ -190,6 +190,26 @@ def test_mlflow_models_serve_answers_with_a_class_name(reproduced):
     assert answer[0]["p_" + answer[0]["class"]] == pytest.approx(local.iloc[0]["p_" + answer[0]["class"]])
 
 
+def test_predict_takes_an_mlflow_model_uri_and_agrees_with_the_checkpoint(reproduced):
+    """runs:/<id>/model through the logged pyfunc (raw pixels in) = the seed's checkpoint through the engine."""
+    import pandas as pd
+
+    repo, env, _ = reproduced
+    checkpoint = torch.load(repo / "data/models/dropout/seed0.pt", weights_only=True)
+    uri = f"runs:/{checkpoint['mlflow_run_id']}/model"
+    out = run([sys.executable, "-m", "pipeline.predict", uri, "--out", "uri.csv"], repo, env).stdout
+    assert out.startswith(f"200 predictions by {uri} -> uri.csv")
+    run([sys.executable, "-m", "pipeline.predict", "data/models/dropout/seed0.pt", "--out", "ckpt.csv"], repo, env)
+    by_uri, by_checkpoint = pd.read_csv(repo / "uri.csv"), pd.read_csv(repo / "ckpt.csv")
+    pd.testing.assert_frame_equal(by_uri, by_checkpoint, atol=2e-6)
+
+    bad = run([sys.executable, "-m", "pipeline.predict", "models:/nosuch@champion"], repo, env, check=False)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        f"error: models:/nosuch@champion: cannot load it from sqlite:///{repo / 'mlflow.db'} "
+        "(Registered Model with name=nosuch not found)"
+    ]
+
+
 def test_register_moves_the_champion_alias_to_the_best_validation_variant(reproduced):
     import mlflow
 
@@ -208,5 +228,7 @@ def test_register_moves_the_champion_alias_to_the_best_validation_variant(reprod
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
     model = mlflow.pyfunc.load_model("models:/lenet5-fashion-mnist@champion")
     assert len(model.predict(np.zeros((2, 28, 28), dtype=np.uint8))) == 2
+    out = run([sys.executable, "-m", "pipeline.predict", "models:/lenet5-fashion-mnist@champion"], repo, env).stdout
+    assert "200 predictions by models:/lenet5-fashion-mnist@champion" in out and "accuracy" in out
     run([sys.executable, "-m", "pipeline.register"], repo, env)  # again: version 2, and the alias follows
     assert client.get_model_version_by_alias("lenet5-fashion-mnist", "champion").version in (2, "2")
