@@ -168,6 +168,11 @@ def _spread(mean, std, seeds):
     return f"{mean:.2%} ± {std:.2%}" if seeds > 1 else f"{mean:.2%}"
 
 
+def _shown(value):
+    """A key one experiment added (-S '+key=...') is unset in the others: shown so, a row of its own, not dropped."""
+    return "unset" if value is None else value
+
+
 def markdown(ranked, changed):
     head = ["rank", "variant", *changed, "seeds", "val acc", "test acc", "experiments"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -175,7 +180,7 @@ def markdown(ranked, changed):
         cells = [
             str(i),
             r["variant"],
-            *("unset" if r["params"][k] is None else str(r["params"][k]) for k in changed),
+            *(str(_shown(r["params"][k])) for k in changed),
             str(r["seeds"]),
             _spread(r["val_acc"], r["val_std"], r["seeds"]),
             _spread(r["test_acc"], r["test_std"], r["seeds"]),
@@ -193,9 +198,12 @@ def pivot(ranked, changed):
     """
     import pandas as pd
 
-    # a key one experiment added (-S '+key=...') is unset in the others: a row of its own, not dropped
-    params = [{k: "unset" if v is None else v for k, v in r["params"].items()} for r in ranked]
-    frame = pd.DataFrame([{**p, "variant": r["variant"], "val_acc": r["val_acc"]} for p, r in zip(params, ranked)])
+    frame = pd.DataFrame(
+        [
+            {**{k: _shown(v) for k, v in r["params"].items()}, "variant": r["variant"], "val_acc": r["val_acc"]}
+            for r in ranked
+        ]
+    )
     table = frame.pivot_table(index=changed, columns="variant", values="val_acc", sort=False)
     table["mean over variants"] = table.mean(axis=1)
     return table.sort_values("mean over variants", ascending=False)

@@ -22,7 +22,9 @@ background: photos of dark objects on white need inverting first.
 
 import argparse
 import gzip
+import os
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -97,13 +99,17 @@ def gather_images(paths):
 
 
 @torch.no_grad()
-def predict_probabilities(model, images, normalisation, device, batch_size=1024):
-    """Class probabilities [N, classes] for uint8 images [N, 28, 28], in batches, with a progress bar."""
+def in_batches(probabilities_of, images, classes, batch_size=1024):
+    """Class probabilities [N, classes] for uint8 images [N, 28, 28]: probabilities_of(batch), with a progress bar."""
     out = []
     for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=None):
-        x = to_model_input(images[start : start + batch_size], *normalisation, device)
-        out.append(torch.softmax(model(x), 1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, 0)
+        out.append(probabilities_of(images[start : start + batch_size]))
+    return torch.cat(out) if out else torch.zeros(0, len(classes))
+
+
+def checkpoint_probabilities(model, normalisation, device):
+    """batch -> probabilities through the checkpoint's model, padded and normalised as in training."""
+    return lambda batch: torch.softmax(model(to_model_input(batch, *normalisation, device)), 1).cpu()
 
 
 def is_model_uri(text):
@@ -118,6 +124,8 @@ def load_logged_model(uri):
     from pipeline import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
+    # MLflow's download bar, like ours (tqdm's disable=None), only on a terminal
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(sys.stderr.isatty()).lower())
     try:
         model = mlflow.pyfunc.load_model(uri)
     except Exception as e:  # MlflowException, OSError, ...: say which URI and store, not a traceback
@@ -131,13 +139,10 @@ def load_logged_model(uri):
     return model, classes
 
 
-def logged_model_probabilities(model, images, classes, batch_size=1024):
-    """Class probabilities [N, classes] from the logged pyfunc, fed the raw uint8 images in batches."""
-    out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=None):
-        table = model.predict(images[start : start + batch_size].numpy())
-        out.append(torch.from_numpy(table[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float32)))
-    return torch.cat(out) if out else torch.zeros(0, len(classes))
+def logged_model_probabilities(model, classes):
+    """batch -> probabilities through the logged pyfunc, which takes the raw uint8 images."""
+    columns = [f"p_{c}" for c in classes]
+    return lambda batch: torch.from_numpy(model.predict(batch.numpy())[columns].to_numpy(dtype=np.float32))
 
 
 def predictions_table(probabilities, classes, sources, labels=None):
@@ -182,9 +187,10 @@ def main():
         images, labels = load_split(args.split, "test")
         sources = [f"test:{i}" for i in range(len(images))]
     if from_mlflow:
-        probabilities = logged_model_probabilities(logged, images, classes)
+        probabilities_of = logged_model_probabilities(logged, classes)
     else:
-        probabilities = predict_probabilities(model, images, checkpoint["normalisation"], device)
+        probabilities_of = checkpoint_probabilities(model, checkpoint["normalisation"], device)
+    probabilities = in_batches(probabilities_of, images, classes)
     table = predictions_table(probabilities, classes, sources, labels)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
