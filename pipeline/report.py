@@ -88,12 +88,19 @@ def verdict_line(name, baseline, row):
     )
 
 
+def best_epochs_cell(metrics):
+    """'19, 20, 20 of 20': each seed's best epoch and how many it ran (variants may differ in train.epochs)."""
+    best, ran = per_seed(metrics, "best_epoch"), per_seed(metrics, "epochs_run")
+    if len(set(ran.values())) == 1:
+        return ", ".join(str(b) for b in best.values()) + f" of {next(iter(ran.values()))}"
+    return ", ".join(f"{best[s]} of {ran[s]}" for s in best)
+
+
 def table(results, compared, baseline):
     """The comparison as a pandas DataFrame, one row per variant in params order."""
     rows = []
     for name, r in results.items():
         m = r["metrics"]
-        best = per_seed(m, "best_epoch").values()
         vs = "baseline"
         if name in compared.index:
             c = compared.loc[name]
@@ -106,7 +113,7 @@ def table(results, compared, baseline):
                 "test acc mean ± std [CI]": _accuracy_cell(m, "test_acc"),
                 "val acc": _accuracy_cell(m, "val_acc"),
                 f"vs {baseline} (Holm)": vs,
-                "best epochs": ", ".join(str(b) for b in best),
+                "best epochs": best_epochs_cell(m),
                 "s/epoch": f"{m['seconds_per_epoch']:.2f}",
             }
         )

@@ -159,6 +159,9 @@ def shrunk_params(source, profile="params.yaml", **overrides):
         for key in path:
             node = node[key]
         node[last] = value
+    for variant in params["variants"].values():  # a variant's own schedule (the study's cnn2: 60) shrinks too
+        if "epochs" in variant.get("train", {}):
+            variant["train"]["epochs"] = params["train"]["epochs"]
     return params
 
 

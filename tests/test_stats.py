@@ -11,7 +11,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from pipeline.evaluate import aggregate
-from pipeline.report import comparisons, report_text, still_improving
+from pipeline.report import comparisons, report_text, still_improving, table
 from pipeline.stats import holm, holm_levels, summary, verdict, welch
 
 
@@ -194,8 +194,15 @@ def test_one_seed_gets_a_note_not_nan():
     text = report_text(results, "vanilla", 0.95, 0.005, Path("plots"), [])
     assert "Note: vanilla, batchnorm had one seed: no spread, so no interval and no test" in text
     assert "batchnorm − vanilla: +2.00 pt, no test (needs 2+ seeds with spread)" in text
-    assert "| vanilla | 1,000 | 1 | 90.00% | 90.00% | baseline | 3 | 1.00 |" in re.sub(" +", " ", text)
+    assert "| vanilla | 1,000 | 1 | 90.00% | 90.00% | baseline | 3 of 3 | 1.00 |" in re.sub(" +", " ", text)
     assert "nan" not in text.lower()
+
+
+def test_best_epochs_say_how_many_epochs_each_seed_ran():
+    results = results_from({"vanilla": [0.90, 0.91], "batchnorm": [0.92, 0.93]}, epochs=3)
+    results["batchnorm"]["metrics"].update(best_epoch_seed0=2, epochs_run_seed1=5, best_epoch_seed1=5)
+    rows = table(results, comparisons(results, "vanilla", 0.95), "vanilla").set_index("variant")["best epochs"]
+    assert rows.to_dict() == {"vanilla": "3, 3 of 3", "batchnorm": "2 of 3, 5 of 5"}  # e.g. an early stop
 
 
 def test_still_improving_flags_a_falling_last_epoch_only():
