@@ -27,18 +27,21 @@ from pipeline.pool import compile_kernels, kernels_for_threads
 MAX_CHANNELS = 7  # the kernels run for layers this narrow; from 8 channels on PyTorch's was as fast
 
 
-def _sums(x, partial):
-    """x [N, R, C] -> partial [N, 2, C]: each image's sum and sum of squares per channel, in float64."""
-    batch, rows, channels = x.shape
+def _sums(a, b, shift, partial):
+    """partial [N, 2, C]: each image's sum of a and of a * (b - shift) per channel, in float64.
+
+    One kernel for both passes: forward sums x and x * (x - 0), backward grad and grad * (x - mean).
+    """
+    batch, rows, channels = a.shape
     for n in numba.prange(batch):
-        total, squares = np.zeros(channels), np.zeros(channels)
+        total, weighted = np.zeros(channels), np.zeros(channels)
         for r in range(rows):
             for c in range(channels):
-                value = np.float64(x[n, r, c])
+                value = np.float64(a[n, r, c])
                 total[c] += value
-                squares[c] += value * value
+                weighted[c] += value * (np.float64(b[n, r, c]) - shift[c])
         partial[n, 0, :] = total
-        partial[n, 1, :] = squares
+        partial[n, 1, :] = weighted
 
 
 def _normalise(x, mean, scale, bias, out):
@@ -50,20 +53,6 @@ def _normalise(x, mean, scale, bias, out):
                 out[n, r, c] = (x[n, r, c] - mean[c]) * scale[c] + bias[c]
 
 
-def _grad_sums(x, grad, mean, partial):
-    """partial [N, 2, C]: each image's sum of grad and of grad * (x - mean) per channel, in float64."""
-    batch, rows, channels = x.shape
-    for n in numba.prange(batch):
-        total, weighted = np.zeros(channels), np.zeros(channels)
-        for r in range(rows):
-            for c in range(channels):
-                g = np.float64(grad[n, r, c])
-                total[c] += g
-                weighted[c] += g * (np.float64(x[n, r, c]) - mean[c])
-        partial[n, 0, :] = total
-        partial[n, 1, :] = weighted
-
-
 def _grad_input(x, grad, mean, a, b, k, out):
     """out = a * grad + b * (x - mean) + k, per channel (the coefficients: _BatchNormTrain.backward)."""
     batch, rows, channels = x.shape
@@ -73,7 +62,7 @@ def _grad_input(x, grad, mean, a, b, k, out):
                 out[n, r, c] = a[c] * grad[n, r, c] + b[c] * (x[n, r, c] - mean[c]) + k[c]
 
 
-_KERNELS = compile_kernels(_sums, _normalise, _grad_sums, _grad_input)
+_KERNELS = compile_kernels(_sums, _normalise, _grad_input)
 
 
 def _rows(tensor):
@@ -95,7 +84,8 @@ class _BatchNormTrain(torch.autograd.Function):
         n, c, h, w = x.shape
         count = n * h * w
         partial = np.empty((n, 2, c))
-        kernels[0](_rows(x), partial)
+        rows = _rows(x)
+        kernels[0](rows, rows, np.zeros(c), partial)
         total = partial.sum(axis=0)
         mean = total[0] / count
         var = np.maximum(total[1] / count - mean * mean, 0.0)  # float64 sums: no cancellation to speak of
@@ -103,7 +93,7 @@ class _BatchNormTrain(torch.autograd.Function):
         weight64 = weight.detach().double().numpy()
         out, out_rows = _empty_rows(n, c, h, w)
         mean32 = mean.astype(np.float32)
-        kernels[1](_rows(x), mean32, (weight64 * rstd).astype(np.float32), bias.detach().numpy(), out_rows)
+        kernels[1](rows, mean32, (weight64 * rstd).astype(np.float32), bias.detach().numpy(), out_rows)
         ctx.save_for_backward(x, weight)
         ctx.kernels, ctx.mean, ctx.mean32, ctx.rstd = kernels, mean, mean32, rstd
         batch_mean, batch_var = torch.from_numpy(mean32), torch.from_numpy(var.astype(np.float32))
@@ -117,17 +107,17 @@ class _BatchNormTrain(torch.autograd.Function):
         count = n * h * w
         grad_rows = _rows(grad.contiguous(memory_format=torch.channels_last))
         partial = np.empty((n, 2, c))
-        ctx.kernels[2](_rows(x), grad_rows, ctx.mean, partial)
+        x_rows = _rows(x)
+        ctx.kernels[0](grad_rows, x_rows, ctx.mean, partial)
         sum_grad, sum_grad_centered = partial.sum(axis=0)
         # d/dx of weight * (x - mean) * rstd + bias, the batch's mean and variance depending on x:
         # rstd * weight * (grad - mean(grad) - (x - mean) * rstd^2 * mean(grad * (x - mean)))
-        scale = weight.detach().double().numpy() * ctx.rstd
-        a = scale
+        scale = weight.detach().double().numpy() * ctx.rstd  # the coefficient of grad
         b = -scale * ctx.rstd**2 * sum_grad_centered / count
         k = -scale * sum_grad / count
         grad_x, grad_x_rows = _empty_rows(n, c, h, w)
-        f32 = [v.astype(np.float32) for v in (a, b, k)]
-        ctx.kernels[3](_rows(x), grad_rows, ctx.mean32, *f32, grad_x_rows)
+        f32 = [v.astype(np.float32) for v in (scale, b, k)]
+        ctx.kernels[2](x_rows, grad_rows, ctx.mean32, *f32, grad_x_rows)
         grad_weight = torch.from_numpy((sum_grad_centered * ctx.rstd).astype(np.float32))
         grad_bias = torch.from_numpy(sum_grad.astype(np.float32))
         return grad_x, grad_weight, grad_bias, None

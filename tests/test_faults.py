@@ -60,7 +60,15 @@ def test_a_damaged_checkpoint_is_one_line_naming_it_and_the_way_back(tmp_path):
     assert f"dvc checkout {path.parent}" in message and "dvc repro --force train@vanilla" in message
 
 
-def test_ctrl_c_is_one_line_exit_130_and_leaves_no_output_or_worker(split_dir, tmp_path):
+@pytest.mark.parametrize(
+    "kill, code",
+    [
+        (lambda pid: os.killpg(pid, signal.SIGINT), 130),  # what Ctrl-C sends: every process of the group
+        (lambda pid: os.kill(pid, signal.SIGTERM), 143),  # `kill <pid>`, a scheduler: the stage's process only
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_an_interrupt_is_one_line_and_leaves_no_output_or_worker(split_dir, tmp_path, kill, code):
     params = write_params(tmp_path, **{"tracking.enabled": False, "train.epochs": 200, "train.workers": 2})
     log = tmp_path / "log"
     with open(log, "w") as out:
@@ -76,9 +84,9 @@ def test_ctrl_c_is_one_line_exit_130_and_leaves_no_output_or_worker(split_dir, t
     while log.read_text().count(" epoch ") < 2 and time.monotonic() < deadline:  # both workers training
         time.sleep(0.2)
     children = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: every process of the group
+    kill(proc.pid)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 130
+    assert proc.returncode == code
     assert stderr.splitlines() == ["interrupted: the stage stopped and left its previous outputs as they were"]
     assert not (tmp_path / "models").exists() and not list(tmp_path.glob(".models.*"))
     deadline = time.monotonic() + 10  # the workers and multiprocessing's resource tracker exit right after
