@@ -25,6 +25,7 @@ from pathlib import PurePosixPath
 
 from pipeline.errors import PipelineError, run_stage
 from pipeline.params import Params
+from pipeline.tracking import flatten
 
 # never a knob of the comparison: which seeds, where data and runs come from, how fast
 IGNORED = re.compile(
@@ -47,15 +48,9 @@ def _metric_column(params_file):
     return re.compile(rf"^{folder}/(?P<variant>\w+)\.json:(?P<metric>(val|test)_acc)_seed(?P<seed>\d+)$")
 
 
-def _flatten(data, prefix=""):
+def _flatten(data):
     """{"train": {"lr": 0.1}} -> {"train.lr": 0.1}; a list becomes its string, as in `dvc exp show`."""
-    out = {}
-    for key, value in (data or {}).items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = str(value) if isinstance(value, list) else value
-    return out
+    return {k: str(v) if isinstance(v, list) else v for k, v in flatten("", data or {}).items()}
 
 
 def flat_rows(states, params_file="params.yaml"):
