@@ -24,7 +24,7 @@ run: setup data
 	@sed -n '/^## Verdicts/,/^## Figures/p' report.md | grep -v '^## Figures'
 
 # The small-CNN study (docs/study.md): its own pipeline, study/dvc.yaml, on the same split.
-# About 50 minutes on 2 cores, so never part of `make run`.
+# About an hour on 2 cores (62 min measured), so never part of `make run`.
 study: setup data
 	@if dvc remote list | grep -q .; then echo "dvc repro --pull study/dvc.yaml"; dvc repro --pull study/dvc.yaml; \
 	else echo "dvc repro study/dvc.yaml"; dvc repro study/dvc.yaml; fi
