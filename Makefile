@@ -23,17 +23,21 @@ run: setup data
 	@if dvc remote list | grep -q .; then echo "dvc repro --pull"; dvc repro --pull; else echo "dvc repro"; dvc repro; fi
 	@sed -n '/^## Verdicts/,/^## Figures/p' report.md | grep -v '^## Figures'
 
-# The small-CNN study (docs/study.md): its own pipeline, study/dvc.yaml, on the same split.
+# The small-CNN study (docs/study.md): a DVC project of its own in study/, on the main split.
 # About an hour on 2 cores (62 min measured), so never part of `make run`.
 study: setup data
-	@if dvc remote list | grep -q .; then echo "dvc repro --pull study/dvc.yaml"; dvc repro --pull study/dvc.yaml; \
-	else echo "dvc repro study/dvc.yaml"; dvc repro study/dvc.yaml; fi
+	@if dvc remote list | grep -q .; then echo "dvc repro --pull split"; dvc repro --pull split; \
+	else echo "dvc repro split"; dvc repro split; fi
+	@cd study && if dvc remote list | grep -q .; then echo "(cd study && dvc repro --pull)"; dvc repro --pull; \
+	else echo "(cd study && dvc repro)"; dvc repro; fi
 	@sed -n '/^## Verdicts/,/^## Figures/p' study/report.md | grep -v '^## Figures'
 
 # dvc push --run-cache, plus the outputs of every recorded run, which DVC leaves behind
 # (docs/team.md): a teammate's `dvc exp run --pull` of a configuration you ran then trains nothing.
+# The study's outputs too, when this clone has them, to the same remote.
 push: setup
 	python scripts/push_run_cache.py
+	@if [ -f study/dvc.lock ] && [ -d study/data/models ]; then python scripts/push_run_cache.py --project study; fi
 
 test: setup data
 	@scripts/ensure-postgres.sh
@@ -41,8 +45,8 @@ test: setup data
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
 
-# The experiments table, narrowed to what differs and to the mean accuracies over seeds
-# (the study's too); `make exps REV=<commit>` for the experiments of an older commit.
+# The experiments table, narrowed to what differs and to the mean accuracies over seeds;
+# `make exps REV=<commit>` for the experiments of an older commit, `make exps STUDY=1` for the study's.
 exps: setup
-	dvc exp show --only-changed --md $(if $(REV),--rev $(REV)) \
-	  --drop '(study/)?metrics/[^:]*:(?!(test|val)_acc_mean$$).*|(study/)?(data|plots)/|(study/)?metrics$$|pipeline/|Created'
+	dvc $(if $(STUDY),--cd study) exp show --only-changed --md $(if $(REV),--rev $(REV)) \
+	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|(data|plots)/|metrics$$|pipeline/|Created'

@@ -29,7 +29,7 @@ from pipeline.tracking import flatten
 
 # never a knob of the comparison: which seeds, where data and runs come from, how fast
 IGNORED = re.compile(
-    r"^(train\.seeds$|train\.workers$|evaluate\.threads$|tracking\.|report\.|"
+    r"^(train\.seeds$|evaluate\.threads$|tracking\.|report\.|"
     r"data\.sources\.|data\.verify_checksums$)"
 )
 
@@ -229,12 +229,12 @@ def figure(ranked, changed, path):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repo", default=".", help="the project's git repository (default: here)")
+    parser.add_argument("--repo", default=".", help="the DVC project (default: here; study for the small-CNN study)")
     parser.add_argument(
         "--params",
         default="params.yaml",
-        help="the pipeline's params file, relative to the repo: params.yaml (default), "
-        "or study/params.yaml for the small-CNN study's experiments",
+        help="the pipeline's params file, relative to --repo (default: params.yaml); "
+        "the small-CNN study's experiments: --repo study",
     )
     parser.add_argument("--variant", help="only this variant (default: all)")
     parser.add_argument("--rev", help="baseline commit of the sweep (default: HEAD)")

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from pipeline.errors import PipelineError, run_stage
+from pipeline.errors import PipelineError, declare_outputs, run_stage
 from pipeline.io import atomic_folder
 from pipeline.params import load_params
 
@@ -149,6 +149,7 @@ def main():
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--out", required=True, help="folder to hold <Dataset>/raw/")
     args = parser.parse_args()
+    declare_outputs(args.out)
     data = load_params(args.params).data
     download(data.dataset, data.sources[data.dataset], args.out, data.verify_checksums)
     print(f"download: {data.dataset} -> {args.out}")

@@ -1,7 +1,20 @@
-"""The one exception type a stage turns into a one-line error and exit code 2."""
+"""How a stage fails: one line on stderr, an exit code, and the command that brings back what DVC removed.
 
+DVC deletes a stage's outputs before it runs the command (dvc/stage/__init__.py,
+Stage.run -> remove_outs; `persist: true` would keep them but takes the stage
+out of the run-cache, which `dvc exp run` and a team's `dvc pull` rely on).
+A stage that then fails cannot keep its previous outputs, so its message says
+how to get them back: `dvc checkout <path>` for the cached ones (data/...),
+`git checkout HEAD -- <path>` for the ones git keeps (metrics/, plots/,
+report.md), as recorded in dvc.lock, which a failed stage leaves unchanged.
+"""
+
+import errno
+import os
 import signal
+import subprocess
 import sys
+from pathlib import Path
 
 
 class PipelineError(Exception):
@@ -16,8 +29,98 @@ def _raise_terminated(signum, frame):
     raise Terminated
 
 
+_OUTPUTS = []  # the paths the running stage writes (declare_outputs)
+
+
+def declare_outputs(*paths):
+    """The stage's outputs, as given on its command line: what a failure's message offers to restore."""
+    _OUTPUTS[:] = [str(p) for p in paths]
+
+
+def _git(*args, cwd):
+    try:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=20)
+    except OSError:
+        return None
+
+
+def restore_hint(paths=None, cwd="."):
+    """'; DVC removed ...: restore them with `...`' for the declared outputs DVC deleted, or ''.
+
+    Only under DVC (DVC_ROOT set) in its own workspace: a stage run by hand, or
+    in a queued experiment's temp copy, writes atomically and removes nothing.
+    """
+    root = os.environ.get("DVC_ROOT")
+    cwd = Path(cwd).resolve()
+    if not root or not cwd.is_relative_to(Path(root).resolve()):
+        return ""
+    missing = [p for p in (_OUTPUTS if paths is None else paths) if not (cwd / p).exists()]
+    lock = cwd / "dvc.lock"
+    if not missing or not lock.is_file():
+        return ""
+    recorded = _lock_outs(lock.read_text())
+    missing = [p for p in missing if os.path.normpath(p) in recorded]
+    if not missing:  # never produced: nothing to bring back
+        return ""
+    tracked = _git("ls-tree", "-r", "--name-only", "HEAD", "--", *missing, cwd=cwd)
+    in_git = sorted(p for p in missing if tracked and tracked.returncode == 0 and _in(p, tracked.stdout))
+    cached = [p for p in missing if p not in in_git]
+    lost = [p for p in cached if not _in_cache(recorded[os.path.normpath(p)], cwd)]
+    if in_git:  # git's copy is the one dvc.lock records only if the committed dvc.lock records the same
+        committed = _git("show", "HEAD:./dvc.lock", cwd=cwd)
+        at_head = _lock_outs(committed.stdout) if committed and committed.returncode == 0 else {}
+        lost += [p for p in in_git if at_head.get(os.path.normpath(p)) != recorded[os.path.normpath(p)]]
+    if lost:  # no command brings these back as they were
+        return (
+            f"; DVC removed the stage's previous outputs before it ran, and neither git nor this clone's DVC cache "
+            f"holds {', '.join(lost)} as dvc.lock records them: re-create them with `dvc repro` (or `dvc pull`, "
+            "if a remote holds them) once the cause is fixed"
+        )
+    commands = [f"dvc checkout {' '.join(cached)}"] if cached else []
+    if in_git:
+        commands.append(f"git checkout HEAD -- {' '.join(in_git)}")
+    top = _git("rev-parse", "--show-toplevel", cwd=cwd)
+    prefix = ""
+    if top and top.returncode == 0 and Path(top.stdout.strip()).resolve() != cwd:
+        prefix = f"cd {cwd.relative_to(Path(top.stdout.strip()).resolve())} && "
+    restore = prefix + " && ".join(commands)
+    return f"; DVC removed the stage's previous outputs before it ran: restore them with `{restore}`"
+
+
+def _lock_outs(text):
+    """{output path: md5} of a dvc.lock's text."""
+    import yaml
+
+    stages = (yaml.safe_load(text) or {}).get("stages", {})
+    return {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs", [])}
+
+
+def _in_cache(md5, cwd):
+    """Whether the DVC cache of the project at cwd holds the object dvc.lock records (a folder's .dir listing)."""
+    if not md5:
+        return False
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(cwd)) as repo:  # reads the config (the study shares the main cache); takes no lock
+            return repo.cache.local.exists(md5)
+    except Exception:  # DVC not importable here: say what cannot be shown to work
+        return False
+
+
+def _in(path, listing):
+    """Whether git's listing (`git ls-tree` prints paths relative to the working folder) holds path or under it."""
+    target = os.path.normpath(path)
+    return any(n == target or n.startswith(target + "/") for n in listing.splitlines())
+
+
+def _fail(first, code):
+    print(first + restore_hint(), file=sys.stderr)
+    sys.exit(code)
+
+
 def run_stage(main):
-    """Run a stage's main(); a PipelineError or a missing input becomes `error: <message>`, exit 2.
+    """Run a stage's main(); a PipelineError, a missing input or an OS error becomes one line, exit 2.
 
     Ctrl-C exits 130 and SIGTERM 143 (128 + the signal), both after the same clean-up.
     Without the handler SIGTERM would kill the process on the spot and leave its
@@ -28,11 +131,13 @@ def run_stage(main):
     try:
         main()
     except PipelineError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"error: {e}", 2)
     except KeyboardInterrupt as e:  # outputs are replaced only when complete, so none is half-written
-        print("interrupted: the stage stopped and left its previous outputs as they were", file=sys.stderr)
-        sys.exit(128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT))
+        code = 128 + (signal.SIGTERM if isinstance(e, Terminated) else signal.SIGINT)
+        _fail("interrupted: the stage stopped before it finished; it wrote nothing half-way", code)
     except FileNotFoundError as e:  # an input path given on the command line, or not yet made
-        print(f"error: {e.filename}: no such file; the earlier stages make it (dvc repro)", file=sys.stderr)
-        sys.exit(2)
+        _fail(f"error: {e.filename}: no such file; the earlier stages make it (dvc repro)", 2)
+    except OSError as e:  # a full disk outside our writes, a folder where a file should be, no permission
+        if e.errno == errno.ENOSPC:
+            _fail(f"error: no space left on the device{f' holding {e.filename}' if e.filename else ''}", 2)
+        _fail(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", 2)

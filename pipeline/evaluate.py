@@ -7,13 +7,18 @@ Writes:       <metrics>    flat, for `dvc metrics show` and `dvc exp show`: for
                            test/val/train accuracy and loss the mean, std and
                            interval over the seeds (`test_acc_mean`, `_std`,
                            `_ci_low`, `_ci_high`) and each seed's value
-                           (`test_acc_seed<k>`); the seed count, parameter count,
-                           best epochs, latency and seconds per epoch;
-              <confusion>  one {seed, actual, predicted} record per test image
-                           and seed, for DVC's confusion template;
-              <per_class>  test accuracy of each class, mean and per seed.
+                           (`test_acc_seed<k>`); the seed count, parameter count
+                           and best epochs;
+              <confusion>  one {seed, actual, predicted, count} record per cell
+                           and seed, for .dvc/plots/confusion_counts.json (DVC's
+                           confusion template summing `count`: one record per
+                           test image made `dvc plots show` write 41 MB of HTML);
+              <per_class>  test accuracy of each class, mean and per seed;
+              <test_correct> {seeds, correct: bool [seeds, test images]}, for
+                           the report's bootstrap over seeds and test images.
 With one seed there is no spread: std and the interval are left out, and the
-report says so.
+report says so. Latency is an observation of this run, not a result: it goes
+to MLflow and observations/evaluate/<variant>.json, never into <metrics>.
 """
 
 import argparse
@@ -27,9 +32,9 @@ from pipeline import tracking
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import loss_and_accuracy, predict
-from pipeline.errors import PipelineError, run_stage
+from pipeline.errors import PipelineError, declare_outputs, run_stage
 from pipeline.figures import confusion_figure, curves_figure
-from pipeline.io import read_json, write_json
+from pipeline.io import file_md5, read_json, save_torch, write_json
 from pipeline.params import load_params
 from pipeline.runtime import setup_torch
 from pipeline.stats import summary
@@ -76,8 +81,9 @@ def evaluate_seed(model, inputs, batch_size):
 def aggregate(per_seed, confidence):
     """Flat metrics: mean/std/interval over the seeds of each summarised metric, and every seed's values."""
     out = {"seeds": len(per_seed)}
-    for key in SUMMARISED:
-        stats = summary([m[key] for m in per_seed.values()], confidence)
+    for key in SUMMARISED:  # an accuracy lies in [0, 1], a loss in [0, inf): so do their intervals
+        bounds = (0.0, 1.0) if key.endswith("_acc") else (0.0, float("inf"))
+        stats = summary([m[key] for m in per_seed.values()], confidence, bounds)
         out.update(
             {f"{key}_{name}": stats[name] for name in ("mean", "std", "ci_low", "ci_high") if stats[name] is not None}
         )
@@ -89,18 +95,20 @@ def aggregate(per_seed, confidence):
 def evaluate_variant(
     models_dir,
     split_dir,
-    history,
     batch_size,
     latency_repeats,
     confidence,
     device,
-    on_seed=lambda seed, checkpoint, metrics: None,
+    on_seed=lambda seed, path, metrics: None,
 ):
-    """(metrics dict, confusion records, per-class records, confusion counts) over every seed's checkpoint."""
+    """(metrics, confusion records, per-class records, confusion counts, test hits, latency ms) over every seed.
+
+    test hits: bool [seeds, test images], whether each seed's model got each test image right.
+    """
     classes = read_json(Path(split_dir) / "meta.json")["classes"]
     data = {split: load_split(split_dir, split) for split in ("test", "val", "train")}
     test_labels = data["test"][1]
-    per_seed, confusion, counts, per_class_seed, latency, inputs = {}, [], 0, {}, None, {}
+    per_seed, confusion, counts, per_class_seed, latency, inputs, hits = {}, [], 0, {}, None, {}, []
     checkpoint = None
     for seed, path in checkpoint_files(models_dir).items():
         checkpoint, model = load_checkpoint(path, device)
@@ -113,13 +121,15 @@ def evaluate_variant(
         metrics, predicted = evaluate_seed(model, inputs[key], batch_size)
         metrics.update(best_epoch=checkpoint["best_epoch"], epochs_run=checkpoint["epochs_run"])
         per_seed[seed] = metrics
-        on_seed(seed, checkpoint, metrics)
+        on_seed(seed, path, metrics)
+        hits.append(predicted == test_labels)
         # confusion counts by bincount over (actual, predicted) pairs: no Python loop over images
         pairs = torch.bincount(test_labels * len(classes) + predicted, minlength=len(classes) ** 2)
         counts = counts + pairs.view(len(classes), len(classes))
         confusion += [
-            {"seed": seed, "actual": classes[a], "predicted": classes[p]}
-            for a, p in zip(test_labels.tolist(), predicted.tolist())
+            {"seed": seed, "actual": classes[i // len(classes)], "predicted": classes[i % len(classes)], "count": n}
+            for i, n in enumerate(pairs.tolist())
+            if n
         ]
         per_class_seed[seed] = (
             pairs.view(len(classes), -1).diagonal() / torch.bincount(test_labels, minlength=len(classes))
@@ -127,13 +137,7 @@ def evaluate_variant(
         if latency is None:
             latency = latency_ms(model, inputs[key]["test"][0][:batch_size], latency_repeats)
     metrics = aggregate(per_seed, confidence)
-    metrics.update(
-        parameters=checkpoint["parameters"],
-        latency_ms_per_batch=latency,
-        seconds_per_epoch=statistics.median(
-            v for row in history for k, v in row.items() if k.startswith("seconds_seed")
-        ),
-    )
+    metrics.update(parameters=checkpoint["parameters"])
     per_class = [
         {
             "class": name,
@@ -142,7 +146,12 @@ def evaluate_variant(
         }
         for c, name in enumerate(classes)
     ]
-    return metrics, confusion, per_class, counts
+    return metrics, confusion, per_class, counts, torch.stack(hits), latency
+
+
+def metrics_seeds(metrics):
+    """The seeds of a flat metrics dict, in the order evaluate scored them (sorted)."""
+    return sorted(int(k.removeprefix("test_acc_seed")) for k in metrics if k.startswith("test_acc_seed"))
 
 
 def main():
@@ -155,23 +164,23 @@ def main():
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--confusion", required=True, help="confusion records JSON to write")
     parser.add_argument("--per-class", required=True, help="per-class accuracy JSON to write")
+    parser.add_argument("--test-correct", required=True, help="file to write each seed's test hits to (.pt)")
     args = parser.parse_args()
+    declare_outputs(args.metrics, args.confusion, args.per_class, args.test_correct)
     params = load_params(args.params)
     device = setup_torch(params.evaluate.threads)
     history = read_json(args.history)
     parent = {}
 
-    def mirror_seed(seed, checkpoint, metrics):  # each seed's test metrics onto its MLflow run
-        parent["run_id"] = checkpoint.get("mlflow_parent_run_id")
+    def mirror_seed(seed, path, metrics):  # each seed's test metrics onto the MLflow run that trained it
+        run_id, parent["run_id"] = tracking.checkpoint_runs(params, file_md5(path))
         # test metrics only: the child already has val/train curves per epoch under those names
-        tracking.existing_run(params, checkpoint.get("mlflow_run_id")).log_metrics(
-            {k: v for k, v in metrics.items() if k.startswith("test_")}
-        )
+        tracking.existing_run(params, run_id).log_metrics({k: v for k, v in metrics.items() if k.startswith("test_")})
 
-    metrics, confusion, per_class, counts = evaluate_variant(
+    start = time.perf_counter()
+    metrics, confusion, per_class, counts, hits, latency = evaluate_variant(
         args.models,
         args.split,
-        history,
         params.evaluate.batch_size,
         params.evaluate.latency_repeats,
         params.report.confidence,
@@ -181,8 +190,14 @@ def main():
     write_json(args.metrics, metrics)
     write_json(args.confusion, confusion)
     write_json(args.per_class, per_class)
+    save_torch(args.test_correct, {"seeds": list(metrics_seeds(metrics)), "correct": hits})
+    seconds = time.perf_counter() - start
+    observed = {"latency_ms_per_batch": latency, "batch_size": params.evaluate.batch_size, "seconds": seconds}
+    tracking.observe(f"evaluate/{args.variant}.json", observed)
+    if params.tracking.enabled and not parent.get("run_id"):
+        print(f"MLflow: no run of this store trained {args.models} (restored by DVC?): test metrics not mirrored")
     run = tracking.existing_run(params, parent.get("run_id"))  # the variant's parent run: the aggregate
-    run.log_metrics({k: v for k, v in metrics.items() if "_seed" not in k})
+    run.log_metrics({**{k: v for k, v in metrics.items() if "_seed" not in k}, "latency_ms_per_batch": latency})
     run.log_artifact(args.metrics)
     if run.mlflow:
         classes = [record["class"] for record in per_class]

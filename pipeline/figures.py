@@ -115,3 +115,29 @@ def confusion_figure(counts, classes, title):
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+COLOURS = {"better": "tab:green", "worse": "tab:red", "equivalent": "tab:blue", "undecided": "tab:gray"}
+
+
+def differences_figure(compared, baseline, margin):
+    """A forest plot: each variant's difference from the baseline in test accuracy (points), its seed
+    interval (thick) and its interval with the test set's noise too (thin), the margin as a band."""
+    rows = list(compared.iterrows())
+    fig, ax = plt.subplots(figsize=(7, 0.7 * len(rows) + 1.4))
+    ax.axvspan(-margin * 100, margin * 100, color="tab:blue", alpha=0.12, label=f"±{margin * 100:.2g} pt margin")
+    ax.axvline(0, color="black", linewidth=0.8)
+    for y, (_, row) in enumerate(reversed(rows)):
+        colour = COLOURS.get(row["verdict"], "black")
+        if not np.isnan(row["boot_low"]):
+            ax.plot([row["boot_low"] * 100, row["boot_high"] * 100], [y, y], color=colour, linewidth=1)
+        if not np.isnan(row["ci_low"]):
+            ax.plot([row["ci_low"] * 100, row["ci_high"] * 100], [y, y], color=colour, linewidth=4, alpha=0.6)
+        ax.plot(row["diff"] * 100, y, "o", color=colour)
+        ax.annotate(row["verdict"], (1.01, y), xycoords=("axes fraction", "data"), fontsize=8, va="center")
+    ax.set_yticks(range(len(rows)), [name for name, _ in reversed(rows)])
+    ax.set_xlabel(f"test accuracy − {baseline} (pt)")
+    ax.set_title("difference: over seeds (thick), with the test set's noise too (thin)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

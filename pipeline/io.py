@@ -1,5 +1,12 @@
-"""Atomic writes: a stage that fails leaves the old file or none, never half a file."""
+"""Atomic writes: a stage that fails leaves the old file or none, never half a file.
 
+A temp file or folder is named `.<name>.<pid>.<random>.tmp` beside its target,
+so that the next write into the same folder can tell one left by a killed
+process (SIGKILL, OOM: no clean-up ran) from one still being written, and
+removes it.
+"""
+
+import errno
 import io
 import json
 import os
@@ -8,16 +15,52 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder):
+    """Remove the `.<name>.<pid>.<random>.tmp` entries in `folder` whose process no longer exists."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.glob(".*.tmp"):
+        parts = entry.name.rsplit(".", 3)  # ['.<name>', '<pid>', '<random>', 'tmp']
+        if len(parts) == 4 and parts[1].isdigit() and not _alive(int(parts[1])):
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+
+def no_space(path, needed=None):
+    """The one-line error for a full disk: the path, the free space and what the write needed."""
+    folder = next(p for p in (Path(path).parent, *Path(path).parents) if p.exists() and p.is_dir() or p == Path("."))
+    free = shutil.disk_usage(folder).free
+    need = f", this write needs {needed / 1e6:.1f} MB" if needed else ""
+    return PipelineError(
+        f"no space left on the device holding {path}: {free / 1e6:.1f} MB free{need}; free some space "
+        f"(`df -h {folder}`) and run the stage again (nothing half-written was kept)"
+    )
+
 
 @contextmanager
-def atomic_path(path):
+def atomic_path(path, needed=None):
     """Yield a temp path beside `path`; move it over `path` only on success.
 
-    The caller may turn the temp file into a folder (see atomic_folder).
+    The caller may turn the temp file into a folder (see atomic_folder). A full
+    disk becomes one line naming `path` (and `needed`, the bytes to write).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path.parent)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -26,6 +69,10 @@ def atomic_path(path):
         if os.path.isdir(tmp) and path.is_dir():
             shutil.rmtree(path)
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            raise no_space(path, needed) from None
+        raise
     finally:
         if os.path.isdir(tmp):
             shutil.rmtree(tmp)
@@ -39,12 +86,28 @@ def atomic_folder(path):
     with atomic_path(path) as tmp:
         tmp.unlink()
         tmp.mkdir()
-        yield tmp
+        try:
+            yield tmp
+        except PipelineError as e:  # a full disk while writing inside: name the output, not the temp folder
+            raise PipelineError(str(e).replace(str(tmp), str(path))) from None
+
+
+def write_bytes(path, data):
+    """`data` into `path`, atomically; a full disk is one line naming the path and the space needed."""
+    with atomic_path(path, len(data)) as tmp:
+        tmp.write_bytes(data)
 
 
 def write_json(path, data):
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
+    write_bytes(path, (json.dumps(data, indent=2) + "\n").encode())
+
+
+def file_md5(path):
+    """The MD5 of a file's bytes: DVC's hash of it, as dvc.lock records it."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 def read_json(path):
@@ -62,5 +125,4 @@ def save_torch(path, obj):
 
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buffer.getvalue())
+    write_bytes(path, buffer.getvalue())

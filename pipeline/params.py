@@ -89,7 +89,6 @@ class Model(Section):
 
 class Train(Section):
     seeds: Annotated[list[Annotated[int, Field(ge=0)]], NonEmpty]
-    workers: Count
     threads: Count
     optimizer: _choice(OPTIMIZERS)
     lr: Annotated[float, Field(gt=0)]
@@ -127,6 +126,8 @@ class Report(Section):
     baseline: Text  # a variant name: checked in Params
     confidence: Fraction
     still_improving: Annotated[float, Field(ge=0, le=1)]
+    margin: Annotated[float, Field(gt=0, lt=1)]  # equivalence margin, in accuracy (0.003 = 0.3 pt)
+    power: Fraction  # the power at which the report counts the seeds that would decide a comparison
 
 
 class Tracking(Section):

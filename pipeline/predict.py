@@ -124,6 +124,7 @@ def load_logged_model(uri):
     from pipeline import tracking
 
     mlflow.set_tracking_uri(tracking.tracking_uri())
+    tracking.tidy_store(mlflow)
     # MLflow's download bar, like ours (tqdm's disable=None), only on a terminal
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(sys.stderr.isatty()).lower())
     try:

@@ -4,7 +4,8 @@ Run after `dvc repro` (not a DVC stage: it changes no result, only MLflow):
     python -m pipeline.register [--name lenet5-fashion-mnist] [--alias champion]
 The best variant is the one with the highest mean *validation* accuracy over
 its seeds (metrics/<variant>.json), never the test set. Its model is the one
-the first seed's MLflow run logged (the run id travels in the checkpoint).
+the first seed's MLflow run logged: the run tagged with the MD5 of that
+checkpoint (the checkpoint, a DVC output, holds no run id).
 The new version gets the variant, its accuracies, the seeds and the git
 commit as tags, and the alias moves to it, so a teammate loads it with
 `mlflow.pyfunc.load_model("models:/<name>@<alias>")`, which takes raw 28x28 uint8 images.
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from pipeline import tracking
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import read_json
+from pipeline.io import file_md5, read_json
 from pipeline.params import load_params
 
 
@@ -52,17 +53,17 @@ def logged_model_uri(mlflow, run_id):
 
 def register(params, models_dir, metrics_dir, name, alias):
     """Register the best variant's logged model as a new version of `name`; return (variant, version)."""
-    import torch
-
     variant, metrics = best_variant(params.variants, metrics_dir)
     first_seed = params.train_for(variant).seeds[0]
-    checkpoint = torch.load(Path(models_dir) / variant / f"seed{first_seed}.pt", weights_only=True)
-    run_id = checkpoint.get("mlflow_run_id")
+    path = Path(models_dir) / variant / f"seed{first_seed}.pt"
+    if not path.is_file():
+        raise PipelineError(f"{path} not found: `dvc checkout {path.parent}`, or `dvc repro` to train it")
     store = tracking.open_store(params)
+    run_id = tracking.checkpoint_runs(params, file_md5(path))[0] if store else None
     if store is None or not run_id:
         raise PipelineError(
-            f"{variant}'s seed {first_seed} has no MLflow run (tracking was off when it trained): "
-            "set tracking.enabled: true and retrain it (`dvc repro --force train@" + variant + "`)"
+            f"no run in {tracking.tracking_uri()} trained {path} (tracking was off, DVC restored it from its "
+            f"cache, or it trained against another store): retrain it with `dvc repro --force train@{variant}`"
         )
     mlflow, _ = store
     client = mlflow.MlflowClient()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pipeline.data import split_file
-from pipeline.errors import PipelineError, run_stage
+from pipeline.errors import PipelineError, declare_outputs, run_stage
 from pipeline.io import atomic_folder, save_torch, write_json
 from pipeline.params import load_params
 
@@ -32,11 +32,32 @@ def load_raw(root, dataset):
             train, test = cls(root, train=True), cls(root, train=False)
     except RuntimeError as e:
         raise PipelineError(f"cannot load {dataset} from {root}: {e} (run stage download)") from None
+    except (ValueError, AssertionError, EOFError, IndexError) as e:  # torchvision's IDX reader on a damaged file
+        raise PipelineError(f"{dataset} in {root} is damaged ({type(e).__name__}: {e}); {RESTORE_RAW}") from None
 
     def labels(ds):  # QMNIST's targets carry extra columns; the class is the first
         return ds.targets[:, 0] if ds.targets.ndim == 2 else ds.targets
 
-    return train.data, labels(train), test.data, labels(test), list(train.classes)
+    classes = list(train.classes)
+    for split, ds in (("train", train), ("test", test)):
+        check_labels(labels(ds), len(ds.data), len(classes), f"{dataset}'s {split} labels in {root}")
+    return train.data, labels(train), test.data, labels(test), classes
+
+
+RESTORE_RAW = "restore the files with `dvc checkout data/raw` or fetch them again with `dvc repro --force download`"
+
+
+def check_labels(labels, images, classes, what):
+    """A label file that cannot be the dataset's: the wrong count, a value outside 0..classes-1, a class missing."""
+    if len(labels) != images:
+        problem = f"{len(labels)} labels for {images} images"
+    elif len(labels) and (int(labels.min()) < 0 or int(labels.max()) >= classes):
+        problem = f"label values {int(labels.min())}..{int(labels.max())}, not 0..{classes - 1}"
+    elif len(labels) and len(labels.unique()) < classes:
+        problem = f"only {len(labels.unique())} of the {classes} classes present"
+    else:
+        return
+    raise PipelineError(f"{what} are damaged ({problem}); {RESTORE_RAW}")
 
 
 def stratified_split(labels, val_size, seed):
@@ -99,6 +120,7 @@ def main():
     parser.add_argument("--raw", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    declare_outputs(args.out)
     params = load_params(args.params)
     dataset = params.data.dataset
     with atomic_folder(args.out) as tmp:  # the folder appears whole or not at all

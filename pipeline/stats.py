@@ -6,18 +6,28 @@ variants are compared with Welch's t-test, which does not assume that their
 seed-to-seed spreads are equal (batch norm's is often smaller). Comparing
 several variants with one baseline is several tests at once: Holm's step-down
 correction keeps the chance of any false "better"/"worse" at alpha, and is
-uniformly more powerful than Bonferroni's.
+uniformly more powerful than Bonferroni's. "No difference shown" is not
+"no difference": equivalence within a margin is its own test (two one-sided
+tests, TOST; Schuirmann 1987), and what neither decides gets the number of
+seeds that would (statistical power, at the observed spreads).
 https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.ttest_ind.html
+https://www.statsmodels.org/stable/generated/statsmodels.stats.weightstats.ttost_ind.html
 """
 
 import warnings
 
 import numpy as np
-from scipy import stats
+from scipy import integrate, stats
+from statsmodels.stats.power import TTestIndPower
+from statsmodels.stats.weightstats import ttost_ind
 
 
-def summary(values, confidence):
-    """{n, mean, std, ci_low, ci_high} of a sample; std and the interval are None for one value."""
+def summary(values, confidence, bounds=(-np.inf, np.inf)):
+    """{n, mean, std, ci_low, ci_high} of a sample; std and the interval are None for one value.
+
+    The t interval is cut to `bounds`, what the quantity can be (an accuracy
+    in [0, 1], a loss >= 0): with two seeds it can reach far past them.
+    """
     x = np.asarray(values, dtype=float)
     n, mean = len(x), float(x.mean())
     if n < 2:
@@ -26,7 +36,8 @@ def summary(values, confidence):
     if std == 0:  # every seed agrees: the interval is the point (t.interval wants a scale > 0)
         return {"n": n, "mean": mean, "std": 0.0, "ci_low": mean, "ci_high": mean}
     low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=std / np.sqrt(n))
-    return {"n": n, "mean": mean, "std": std, "ci_low": float(low), "ci_high": float(high)}
+    low, high = max(float(low), bounds[0]), min(float(high), bounds[1])
+    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high}
 
 
 def welch(a, b, confidence):
@@ -83,10 +94,115 @@ def holm_levels(pvalues, alpha):
     return levels
 
 
-def verdict(diff, p_adjusted, alpha):
-    """'better', 'worse', or why neither, for a difference with its Holm-adjusted p-value."""
-    if p_adjusted is None:
+def verdict(diff, p_difference, p_equivalence, alpha):
+    """'better', 'worse', 'equivalent' or 'undecided' from the Holm-adjusted p-values of both families."""
+    if p_difference is None and p_equivalence is None:
         return "no test (needs 2+ seeds with spread)"
-    if p_adjusted < alpha:
+    if p_difference is not None and p_difference < alpha:
         return "better" if diff > 0 else "worse"
-    return "not distinguishable from seed noise"
+    if p_equivalence is not None and p_equivalence < alpha:
+        return "equivalent"
+    return "undecided"
+
+
+def tost(a, b, margin):
+    """Two one-sided Welch tests of |mean(a) - mean(b)| < margin: the larger of their p-values, or None.
+
+    statsmodels' ttost_ind (usevar="unequal"): equivalence is shown when both
+    "diff <= -margin" and "diff >= +margin" are rejected. None when the test is
+    undefined, as for welch().
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if len(a) < 2 or len(b) < 2 or (a.std() == 0 and b.std() == 0):
+        return None
+    with warnings.catch_warnings():  # one side without spread: see welch()
+        warnings.filterwarnings("ignore", "Precision loss occurred in moment calculation", RuntimeWarning)
+        p, _, _ = ttost_ind(a, b, -margin, margin, usevar="unequal")
+    return float(p)
+
+
+def tost_power(diff, sd, n, margin, alpha):
+    """Power of TOST at n seeds per side, true difference `diff`, per-seed sd `sd` (pooled t, 2n - 2 df).
+
+    Exact: given the estimated standard error s, TOST passes when
+    -margin + t s < d < margin - t s, d ~ N(diff, se^2) independent of s, and
+    s^2 / se^2 ~ chi2(df) / df; so the power is that normal probability
+    averaged over the chi-square (Owen 1965), integrated numerically (scipy).
+    """
+    se, df = sd * np.sqrt(2 / n), 2 * n - 2
+    t = stats.t.ppf(1 - alpha, df)
+
+    def passes(v):
+        s = se * np.sqrt(v / df)
+        inside = stats.norm.cdf((margin - t * s - diff) / se) - stats.norm.cdf((-margin + t * s - diff) / se)
+        return max(0.0, inside) * stats.chi2.pdf(v, df)
+
+    upper = df * (margin / (t * se)) ** 2  # past it, margin - t s < -margin + t s: TOST cannot pass
+    low, high = stats.chi2.ppf(1e-12, df), min(upper, stats.chi2.isf(1e-12, df))  # where the chi-square lives
+    if high <= low:
+        return 0.0
+    return float(min(1.0, integrate.quad(passes, low, high, points=[min(max(df, low), high)], limit=200)[0]))
+
+
+def seeds_to_decide(a, b, margin, alpha, power, cap=1000):
+    """Seeds per variant that would decide a comparison with `power`, if the observed difference and spreads hold.
+
+    Outside the margin (|diff| >= margin) the decision is a difference: the
+    two-sample t-test's sample size (statsmodels' TTestIndPower) for the
+    effect |diff| / sd. Inside it, equivalence: the smallest n whose TOST power
+    (tost_power) reaches `power`. sd pools the two sides' variances. Returns
+    None when neither side has spread, and cap + 1 when more than `cap` seeds
+    would be needed (a difference too close to the margin to decide).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean())
+    sd = float(np.sqrt((a.var(ddof=1) + b.var(ddof=1)) / 2)) if len(a) > 1 and len(b) > 1 else 0.0
+    if sd == 0:
+        return None
+    if abs(diff) >= margin:
+        n = TTestIndPower().solve_power(effect_size=abs(diff) / sd, alpha=alpha, power=power, ratio=1.0)
+        return min(int(np.ceil(n)), cap + 1)
+    if tost_power(diff, sd, cap, margin, alpha) < power:
+        return cap + 1
+    low, high = 1, cap  # TOST's power grows with n: bisect for the smallest n that reaches `power`
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if tost_power(diff, sd, middle, margin, alpha) >= power else (middle, high)
+    return high
+
+
+def image_noise_se(correct_a, correct_b, draws=2000, seed=0):
+    """The standard error that the finite test set adds to mean accuracy a - b: a paired bootstrap over images.
+
+    correct_a, correct_b: bool arrays [seeds, images], each seed's hits on the
+    same test images. Each draw resamples the images (the same draw for both
+    sides: paired, so what both get right or wrong cancels) and takes the
+    difference of the seed means; the SD of the draws is the test set's part.
+    Seeded: the same inputs give the same number.
+    """
+    per_image = np.asarray(correct_a, dtype=float).mean(0) - np.asarray(correct_b, dtype=float).mean(0)
+    rng = np.random.default_rng(seed)
+    chunks = [min(200, draws - start) for start in range(0, draws, 200)]
+    means = [per_image[rng.integers(0, len(per_image), (k, len(per_image)))].mean(1) for k in chunks]
+    return float(np.concatenate(means).std(ddof=1))
+
+
+def with_test_set(a, b, test_se, confidence):
+    """The interval of mean(a) - mean(b) over seeds *and* test images: (low, high).
+
+    Two independent sources (Bouthillier et al. 2021; Jordan 2023): the seeds'
+    training noise, Welch's standard error, and the test set's sampling noise,
+    image_noise_se(); their variances add. The t quantile keeps Welch's degrees
+    of freedom (conservative: Satterthwaite would add some for the test-set
+    part, whose SE is known), so this interval is never narrower than Welch's.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(a.mean() - b.mean())
+    parts = [np.var(x, ddof=1) / len(x) if len(x) > 1 else 0.0 for x in (a, b)]
+    seed_var = sum(parts)
+    total = np.sqrt(seed_var + test_se**2)
+    if total == 0:
+        return diff, diff
+    df = seed_var**2 / sum(p**2 / (len(x) - 1) for p, x in zip(parts, (a, b)) if p > 0) if seed_var > 0 else np.inf
+    half = stats.t.ppf((1 + confidence) / 2, df) * total
+    return diff - float(half), diff + float(half)

@@ -16,10 +16,23 @@ evaluate stage adds the test metrics to each child and the aggregated ones
 (mean, std, interval over seeds) to the parent, so the UI's table shows one
 row per variant with its seeds folded under it. Tracking off
 (tracking.enabled: false) yields run objects that record nothing.
+
+Nothing here writes into a DVC output: a seed's run carries the MD5 of its
+checkpoint (tag `checkpoint_md5`, DVC's hash of the file) and its path
+(`dvc_output`), and evaluate finds the run by that tag. Observations of one
+run, which differ every time (seconds per epoch, latency, run ids, host),
+go to MLflow and to observations/<stage>/<variant>*.json under the repo root:
+neither git nor DVC tracks that folder, and no stage reads it.
+
+Every command that opens the store first closes what dead processes left
+behind: runs still RUNNING whose process on this host is gone are ended
+KILLED, unless the process had finished them while the store was unreachable
+(it then noted the status in observations/mlflow-pending/, replayed here).
 """
 
 import contextlib
 import hashlib
+import json
 import os
 import socket
 import subprocess
@@ -44,7 +57,14 @@ class TrackingError(PipelineError):
 
 
 def repo_root():
-    return Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+    """DVC_ROOT (else the working folder), or the project above it when that is a DVC project inside it.
+
+    The small-CNN study is a DVC project in study/ (study/.dvc): its runs go to the
+    main project's store, not to a second one in study/.
+    """
+    start = Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
+    outer = [p for p in (start, *start.parents) if (p / ".dvc").is_dir()]
+    return outer[-1] if outer else start
 
 
 def tracking_uri():
@@ -152,6 +172,7 @@ def open_store(params):
     if key not in _OPENED:
         try:
             _OPENED[key] = _experiment_id(mlflow, params.tracking.experiment, uri)
+            close_dead_runs(mlflow.MlflowClient(), [_OPENED[key]])
         except TrackingError:
             raise
         except Exception as e:
@@ -176,11 +197,54 @@ def warn(what, error):
     )
 
 
-def mark_stale_runs(client, experiment_id):
-    """End as KILLED the runs this machine left RUNNING from a process that no longer exists (SIGKILL, OOM)."""
+def observations_dir():
+    """observations/ under the repo root: one run's timings and ids, tracked by neither git nor DVC."""
+    return repo_root() / "observations"
+
+
+def observe(relative, data):
+    """Write one run's observations (a JSON file under observations/); never fails the stage."""
+    path = observations_dir() / relative
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as e:
+        print(f"warning: {path} not written ({e.strerror}); MLflow has the same numbers", file=sys.stderr)
+
+
+def _pending_dir(uri=None):
+    """observations/mlflow-pending/<store>/: one folder per store, so that no store replays another's notes."""
+    return observations_dir() / "mlflow-pending" / hashlib.sha256((uri or tracking_uri()).encode()).hexdigest()[:12]
+
+
+def note_pending_status(run_id, status):
+    """A run's final status that the store did not take (server down): the next open_store sets it."""
+    note = {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000), "store": tracking_uri()}
+    observe((_pending_dir() / f"{run_id}.json").relative_to(observations_dir()), note)
+
+
+def tidy_store(mlflow):
+    """close_dead_runs over every experiment, for commands that open the store without one of their own."""
+    try:
+        client = mlflow.MlflowClient()
+        close_dead_runs(client, [e.experiment_id for e in client.search_experiments()])
+    except Exception:  # the command says itself if the store cannot be used
+        pass
+
+
+def close_dead_runs(client, experiment_ids):
+    """Set the statuses noted while the store was unreachable; end as KILLED this host's runs of dead processes."""
+    for note in sorted(_pending_dir().glob("*.json")) if _pending_dir().is_dir() else []:
+        try:
+            pending = json.loads(note.read_text())
+            client.set_terminated(pending["run_id"], pending["status"], pending["end_time"])
+            note.unlink()
+        except Exception as e:  # a run of another store, or this one still failing: leave the note
+            if "RESOURCE_DOES_NOT_EXIST" in str(e) or "not found" in str(e).lower():  # deleted since
+                note.unlink()
     host = socket.gethostname()
     stale = client.search_runs(
-        [experiment_id], f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+        list(experiment_ids), f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
     )
     for run in stale:
         pid = int(run.data.tags.get("pid", "0"))
@@ -220,7 +284,7 @@ class Run:
     failure (a server gone, a full disk) is one warning, after which the run logs nothing more."""
 
     def __init__(self, mlflow=None, run_id=None):
-        self.mlflow, self.run_id = mlflow, run_id
+        self.mlflow, self.run_id, self.failed = mlflow, run_id, False
 
     def _mirror(self, what, action):
         if not self.mlflow:
@@ -229,7 +293,18 @@ class Run:
             action(self.mlflow)
         except Exception as e:
             warn(what, e)
-            self.mlflow = None  # a dead server would cost a timeout per call
+            self.mlflow, self.failed = None, True  # a dead server would cost a timeout per call
+
+    def link_checkpoint(self, md5, path=None):
+        """Tag the run with the MD5 (and DVC path) of the checkpoint it trained: evaluate finds it by that."""
+
+        def tag(mlflow):
+            client = mlflow.MlflowClient()
+            client.set_tag(self.run_id, "checkpoint_md5", md5)
+            if path:
+                client.set_tag(self.run_id, "dvc_output", str(path))
+
+        self._mirror("the checkpoint's tag", tag)
 
     def log_epoch(self, record):
         self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
@@ -313,7 +388,11 @@ class Run:
         self._mirror("the model", log)
 
     def end(self, status):
-        self._mirror(f"run status {status}", lambda mlflow: mlflow.MlflowClient().set_terminated(self.run_id, status))
+        """End the run; a store that fails now or failed before gets the status at its next open_store."""
+        if self.run_id and not self.failed:
+            self._mirror(f"run status {status}", lambda m: m.MlflowClient().set_terminated(self.run_id, status))
+        if self.run_id and self.failed:
+            note_pending_status(self.run_id, status)
 
 
 @contextmanager
@@ -329,7 +408,6 @@ def variant_run(params, variant, stage, params_path):
     mlflow, experiment_id = store
     client = mlflow.MlflowClient()
     try:
-        mark_stale_runs(client, experiment_id)
         run = client.create_run(experiment_id, run_name=f"{stage}@{variant}", tags=_tags(params, variant, stage))
     except Exception as e:
         raise TrackingError(
@@ -377,6 +455,27 @@ def seed_run(params, variant, seed, parent_run_id):
                 mlflow.end_run(status)
             except Exception as e:
                 warn(f"seed {seed}'s run status", e)
+                run.failed = True
+        if run.failed:
+            note_pending_status(run.run_id, status)
+
+
+def checkpoint_runs(params, md5):
+    """(seed run id, parent run id) of the newest run tagged with this checkpoint MD5, else (None, None).
+
+    None when tracking is off, and when no run of this store trained that file:
+    DVC restored it from its cache, or a teammate trained it against another store.
+    """
+    store = open_store(params)
+    if store is None:
+        return None, None
+    mlflow, experiment_id = store
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment_id], f"tags.checkpoint_md5 = '{md5}'", order_by=["attributes.start_time DESC"], max_results=1
+    )
+    if not runs:
+        return None, None
+    return runs[0].info.run_id, runs[0].data.tags.get("mlflow.parentRunId")
 
 
 def existing_run(params, run_id):

@@ -7,17 +7,21 @@ Writes:       <models>/seed<k>.pt, one per seed in train.seeds (best state_dict
               + what evaluate needs to rebuild it), and <history>: one record
               per epoch with the mean over seeds of each curve (what DVC plots
               draws) and every seed's own value (`val_acc_seed<k>`).
-The seeds are trained by train.workers processes at once, each with
-train.threads torch threads: one seed's result depends only on its seed and
-the thread count, never on which worker ran it or in what order. DVC runs one
-stage at a time, so a stage that holds all of a variant's seeds is the only
-place where both cores can train at once (docs in README, "Speed").
+The seeds train in separate processes at once (how many: `workers()`, from
+the cores, not a param), each with train.threads torch threads: one seed's
+result depends only on its seed and the thread count, never on which worker
+ran it or in what order. DVC runs one stage at a time, so a stage that holds
+all of a variant's seeds is the only place where both cores can train at once
+(docs/speed.md). Nothing of one run's own (timings, MLflow ids) goes into the
+outputs: they go to MLflow and to observations/ (pipeline/tracking.py).
 """
 
 import argparse
 import copy
+import ctypes
 import math
 import multiprocessing
+import os
 import signal
 import threading
 import time
@@ -29,8 +33,8 @@ from tqdm import tqdm
 from pipeline import tracking
 from pipeline.data import load_split, normalisation, split_file, to_model_input
 from pipeline.engine import batches_per_epoch, loss_and_accuracy, predict, train_one_epoch
-from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_folder, read_json, save_torch, write_json
+from pipeline.errors import PipelineError, declare_outputs, run_stage
+from pipeline.io import atomic_folder, file_md5, read_json, save_torch, write_json
 from pipeline.models import build_model, count_parameters
 from pipeline.optim import PER_BATCH, make_optimizer, make_scheduler
 from pipeline.params import load_params
@@ -40,7 +44,11 @@ from pipeline.runtime import setup_torch
 def fit(
     model, optimizer, scheduler, train_xy, val_xy, train_params, generator, name="model", on_epoch=lambda record: None
 ):
-    """Train until train.epochs or early stop; return (best state, best epoch, history)."""
+    """Train until train.epochs or early stop; return (best state, best epoch, history).
+
+    `on_epoch` also gets the epoch's wall time (`seconds`), which the history,
+    a DVC output, leaves out: it differs from run to run.
+    """
     best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
     per_batch = scheduler if train_params.scheduler in PER_BATCH else None
     bar = tqdm(
@@ -68,20 +76,20 @@ def fit(
             "val_loss": val_loss,
             "val_acc": val_acc,
             "lr": lr,
-            "seconds": time.perf_counter() - start,
         }
+        seconds = time.perf_counter() - start
         if not math.isfinite(train_loss + val_loss):
             raise PipelineError(
                 f"{name}: the loss diverged (not finite) in epoch {epoch}; lower train.lr (now {train_params.lr})"
             )
         history.append(record)
-        on_epoch(record)
+        on_epoch({**record, "seconds": seconds})
         if val_loss < best_loss:
             best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
         if bar.disable:
             print(
                 f"{name} epoch {epoch:3d}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-                f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.3g}  {record['seconds']:.1f}s",
+                f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s",
                 flush=True,
             )
         else:
@@ -96,12 +104,15 @@ def fit(
     return best_state, best_epoch, history
 
 
-def train_seed(params, name, split_dir, seed, parent_run_id=None):
+def train_seed(params, name, split_dir, seed, parent_run_id=None, out_dir=None, dvc_path=None):
     """Build and train one variant with one seed; return (checkpoint dict, history).
 
-    MLflow gets the model of the first seed only, as a pyfunc that takes raw
-    images (pipeline/serving.py): logging one takes seconds, and every seed's
-    checkpoint is a DVC output anyway.
+    With `out_dir`, the checkpoint is written there as seed<k>.pt, and its MD5
+    (DVC's hash of the file) and `dvc_path` (where DVC will keep it) are
+    tagged on the seed's MLflow run: that tag, not
+    an id inside the checkpoint, links the two. MLflow gets the model of the
+    first seed only, as a pyfunc that takes raw images (pipeline/serving.py):
+    logging one takes seconds, and every seed's checkpoint is a DVC output anyway.
     """
     variant, model_params, train_params = params.variant(name), params.model, params.train_for(name)
     device = setup_torch(train_params.threads)
@@ -125,8 +136,18 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
                 "val": (val_images, val_labels),
             }.items():
                 run.log_dataset(split_dir, split, images, labels, params.data.dataset)
+        seconds = []
+
+        def on_epoch(record):
+            seconds.append(record["seconds"])
+            run.log_epoch(record)
+
         best_state, best_epoch, history = fit(
-            model, optimizer, scheduler, train_xy, val_xy, train_params, generator, label, on_epoch=run.log_epoch
+            model, optimizer, scheduler, train_xy, val_xy, train_params, generator, label, on_epoch=on_epoch
+        )
+        tracking.observe(
+            f"train/{name}/seed{seed}.json",
+            {"seconds_per_epoch": seconds, "threads": train_params.threads, "mlflow_run_id": run.run_id},
         )
         checkpoint = {
             "variant": name,
@@ -139,25 +160,42 @@ def train_seed(params, name, split_dir, seed, parent_run_id=None):
             "epochs_run": len(history),
             "parameters": count_parameters(model),
             "classes": read_json(Path(split_dir) / "meta.json")["classes"],
-            "mlflow_run_id": run.run_id,
-            "mlflow_parent_run_id": parent_run_id,
         }
+        if out_dir is not None:
+            path = Path(out_dir) / f"seed{seed}.pt"
+            save_torch(path, checkpoint)
+            run.link_checkpoint(file_md5(path), dvc_path and f"{dvc_path}/seed{seed}.pt")
         if seed == train_params.seeds[0]:  # MLflow keeps one model per variant: it takes raw images
             run.log_model(checkpoint)
     return checkpoint, history
 
 
-def _seed_job(params, name, split_dir, seed, parent_run_id, out_dir):
+def _seed_job(params, name, split_dir, seed, parent_run_id, out_dir, dvc_path):
     """A worker's job: train one seed, write its checkpoint, return its history."""
-    checkpoint, history = train_seed(params, name, split_dir, seed, parent_run_id)
-    save_torch(Path(out_dir) / f"seed{seed}.pt", checkpoint)
-    return history
+    return train_seed(params, name, split_dir, seed, parent_run_id, out_dir, dvc_path)[1]
 
 
-def _in_workers(function, jobs, workers):
-    """[function(*job) for job in jobs], run by `workers` spawned processes; any failure stops them all."""
+def workers(seeds, threads):
+    """How many seeds train at once: PIPELINE_WORKERS, else every seed up to twice the cores' share.
+
+    Not a param: it changes no result (each seed's numbers depend on its seed and
+    train.threads only), so the same params give the same DVC cache on any machine.
+    Oversubscribing is deliberate: with 3 seeds on 2 cores, 3 processes at once
+    finish in 1.5 seed-times where 2 workers take 2 (docs/speed.md).
+    """
+    chosen = os.environ.get("PIPELINE_WORKERS")
+    if chosen:
+        if not chosen.isdigit() or int(chosen) < 1:
+            raise PipelineError(f"PIPELINE_WORKERS must be a whole number >= 1, got {chosen!r}")
+        return min(int(chosen), seeds)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(seeds, 2 * max(1, cores // threads)))
+
+
+def _in_workers(function, jobs, count):
+    """[function(*job) for job in jobs], run by `count` spawned processes; any failure stops them all."""
     # spawn, not fork: a forked child inherits torch's thread pools mid-state
-    with multiprocessing.get_context("spawn").Pool(workers, initializer=_worker_setup) as pool:
+    with multiprocessing.get_context("spawn").Pool(count, initializer=_worker_setup) as pool:
         pending = [pool.apply_async(function, job) for job in jobs]
         return [result.get() for result in pending]  # leaving `with` early terminates the workers
 
@@ -165,12 +203,23 @@ def _in_workers(function, jobs, workers):
 def _worker_setup():
     """Ctrl-C goes to the stage's own process, which stops the workers: one message, not one per worker.
 
+    A worker also dies with that process (Linux's PR_SET_PDEATHSIG): when it is
+    SIGKILLed nothing else would stop the workers, which trained on for minutes.
     tqdm's default lock is a multiprocessing semaphore; a worker stopped mid-run
     never releases it, and the resource tracker then warns of a "leak" at exit.
     The workers print no bars that could interleave, so a thread lock will do.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG, from linux/prctl.h
+    except (AttributeError, OSError):  # not Linux
+        pass
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
     tqdm.set_lock(threading.RLock())
+
+
+CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
 def wide_history(histories):
@@ -180,15 +229,10 @@ def wide_history(histories):
     for i in range(last):
         records = {seed: h[i] for seed, h in histories.items() if i < len(h)}
         row = {"epoch": i + 1}
-        for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds"):
+        for key in CURVES:
             row[key] = sum(r[key] for r in records.values()) / len(records)
         for seed, record in records.items():
-            row.update(
-                {
-                    f"{key}_seed{seed}": record[key]
-                    for key in ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
-                }
-            )
+            row.update({f"{key}_seed{seed}": record[key] for key in CURVES})
         rows.append(row)
     return rows
 
@@ -196,15 +240,20 @@ def wide_history(histories):
 def train_variant(params, name, split_dir, models_dir, params_path="params.yaml"):
     """Train every seed of one variant into models_dir (whole or not at all); return {seed: history}."""
     train_params = params.train_for(name)
-    seeds, workers = train_params.seeds, min(train_params.workers, len(train_params.seeds))
+    seeds = train_params.seeds
+    count = workers(len(seeds), train_params.threads)
+    start = time.perf_counter()
     with tracking.variant_run(params, name, "train", params_path) as run, atomic_folder(models_dir) as tmp:
-        jobs = [(params, name, str(split_dir), seed, run.run_id, str(tmp)) for seed in seeds]
-        if workers == 1:
+        jobs = [(params, name, str(split_dir), seed, run.run_id, str(tmp), str(models_dir)) for seed in seeds]
+        if count == 1:
             histories = dict(zip(seeds, (_seed_job(*job) for job in jobs)))
         else:
-            histories = dict(zip(seeds, _in_workers(_seed_job, jobs, workers)))
+            histories = dict(zip(seeds, _in_workers(_seed_job, jobs, count)))
         if run.mlflow:
             run.log_dict(wide_history(histories), "history.json")
+    seconds = time.perf_counter() - start
+    tracking.observe(f"train/{name}/stage.json", {"seconds": seconds, "seeds": seeds, "processes": count})
+    print(f"train {name}: {len(seeds)} seed(s) in {seconds:.0f} s, {count} at once (observations/train/{name}/)")
     return histories
 
 
@@ -216,6 +265,7 @@ def main():
     parser.add_argument("--models", required=True, help="folder to write seed<k>.pt checkpoints to")
     parser.add_argument("--history", required=True, help="per-epoch JSON to write (mean and each seed)")
     args = parser.parse_args()
+    declare_outputs(args.models, args.history)
     params = load_params(args.params)
     params.variant(args.variant)  # fail on an unknown variant before loading data
     for split in ("train", "val"):  # a missing input fails before any run is opened in MLflow

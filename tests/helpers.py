@@ -28,7 +28,17 @@ import numpy as np
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["pipeline", "dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore"]
+PROJECT_FILES = [
+    "pipeline",
+    "dvc.yaml",
+    "params.yaml",
+    ".dvc/config",
+    ".dvc/.gitignore",
+    ".dvc/plots",
+    ".dvcignore",
+    ".gitignore",
+]
+STUDY_FILES = ["study/dvc.yaml", "study/.dvc/config", "study/.dvc/.gitignore", "study/.dvc/plots", "study/.dvcignore"]
 IDX_NAMES = {  # the file names of FashionMNIST, MNIST and KMNIST
     ("train", "images"): "train-images-idx3-ubyte",
     ("train", "labels"): "train-labels-idx1-ubyte",
@@ -151,7 +161,7 @@ def shrunk_params(source, profile="params.yaml", **overrides):
     params["data"]["sources"]["FashionMNIST"] = [str(source)]
     params["data"]["verify_checksums"] = False  # synthetic files have no pinned sums
     params["data"]["val_size"] = 100
-    params["train"].update(epochs=2, batch_size=64, seeds=[0, 1], workers=1, threads=1)
+    params["train"].update(epochs=2, batch_size=64, seeds=[0, 1], threads=1)
     params["evaluate"].update(latency_repeats=2, threads=1)
     for dotted, value in overrides.items():
         *path, last = dotted.split(".")
@@ -213,6 +223,7 @@ def project_env(repo):
     env.update(
         PATH=f"{venv_bin}{os.pathsep}{env['PATH']}",
         DVC_NO_ANALYTICS="1",
+        PIPELINE_WORKERS="1",  # one process per stage: the tests run two files at once on 2 cores
         GIT_AUTHOR_NAME="test",
         GIT_AUTHOR_EMAIL="test@example.com",
         GIT_COMMITTER_NAME="test",
@@ -251,9 +262,11 @@ def make_project(tmp_path, params, study_params=None):
         else:
             shutil.copy(src, dst)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    if study_params is not None:
-        (repo / "study").mkdir()
-        shutil.copy(ROOT / "study/dvc.yaml", repo / "study/dvc.yaml")
+    if study_params is not None:  # a DVC project of its own, in study/
+        for name in STUDY_FILES:
+            src, dst = ROOT / name, repo / name
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
         (repo / "study/params.yaml").write_text(yaml.safe_dump(study_params, sort_keys=False))
     env = project_env(repo)
     run(["git", "init", "-q", "-b", "main"], repo, env)

@@ -1,13 +1,15 @@
 """Faults a user meets: each is one line, leaves nothing half-written, and says the way back."""
 
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 import torch
-from helpers import ROOT, shrunk_params, train_cmd, write_params
+from helpers import IDX_NAMES, ROOT, make_project, run, shrunk_params, train_cmd, write_idx_folder, write_params
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.engine import batches
@@ -69,12 +71,13 @@ def test_a_damaged_checkpoint_is_one_line_naming_it_and_the_way_back(tmp_path):
     ids=["ctrl-c", "sigterm"],
 )
 def test_an_interrupt_is_one_line_and_leaves_no_output_or_worker(split_dir, tmp_path, kill, code):
-    params = write_params(tmp_path, **{"tracking.enabled": False, "train.epochs": 200, "train.workers": 2})
+    params = write_params(tmp_path, **{"tracking.enabled": False, "train.epochs": 200})
     log = tmp_path / "log"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             train_cmd(params, split_dir, tmp_path, "vanilla"),
             cwd=ROOT,
+            env={**os.environ, "PIPELINE_WORKERS": "2"},
             stdout=out,
             stderr=subprocess.PIPE,
             text=True,
@@ -87,9 +90,139 @@ def test_an_interrupt_is_one_line_and_leaves_no_output_or_worker(split_dir, tmp_
     kill(proc.pid)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code
-    assert stderr.splitlines() == ["interrupted: the stage stopped and left its previous outputs as they were"]
+    # run by hand, not by DVC: nothing was removed, so there is nothing to restore and no command to offer
+    assert stderr.splitlines() == ["interrupted: the stage stopped before it finished; it wrote nothing half-way"]
     assert not (tmp_path / "models").exists() and not list(tmp_path.glob(".models.*"))
     deadline = time.monotonic() + 10  # the workers and multiprocessing's resource tracker exit right after
     while [p for p in children if os.path.exists(f"/proc/{p}")] and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(children) >= 3 and not [p for p in children if os.path.exists(f"/proc/{p}")]
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory):
+    """A tiny project (vanilla and mlp) after `dvc repro`, its results committed: what a user has."""
+    tmp = tmp_path_factory.mktemp("faults")
+    write_idx_folder(tmp / "mirror")
+    params = shrunk_params(tmp / "mirror", **{"tracking.enabled": False})
+    params["variants"] = {name: params["variants"][name] for name in ("vanilla", "mlp")}
+    repo, env = make_project(tmp, params)
+    run(["dvc", "repro"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "results"], repo, env)
+    return repo, env
+
+
+VANILLA = ["data/models/vanilla/seed0.pt", "data/models/vanilla/seed1.pt", "plots/history/vanilla.json"]
+
+
+def restore_command(log):
+    """The command the stage's one line offers to bring back what DVC removed."""
+    lines = [line for line in log.splitlines() if line.startswith(("error: ", "interrupted: "))]
+    assert len(lines) == 1, log
+    match = re.search(r"DVC removed the stage's previous outputs before it ran: restore them with `([^`]+)`$", lines[0])
+    assert match, lines[0]
+    return match[1]
+
+
+def edit_params(repo, **changes):
+    import yaml
+
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        section, key = dotted.split(".")
+        params[section][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def check_restored(repo, env, log, before):
+    """Run the printed command; the outputs are back byte for byte, and DVC agrees they are current."""
+    assert not (repo / "data/models/vanilla").exists()  # DVC removed them before the stage ran
+    run(["bash", "-c", restore_command(log)], repo, env)
+    assert {p: (repo / p).read_bytes() for p in VANILLA} == before
+    run(["git", "checkout", "params.yaml"], repo, env)
+    assert "up to date" in run(["dvc", "status"], repo, env).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill, code",
+    [
+        (lambda dvc, stage: os.killpg(dvc, signal.SIGINT), 130),  # Ctrl-C: the terminal's whole process group
+        (lambda dvc, stage: os.kill(stage, signal.SIGTERM), 143),  # `kill <pid>` of the stage (DVC passes none on)
+    ],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_an_interrupted_dvc_stage_names_the_command_that_restores_its_outputs(committed, tmp_path, kill, code):
+    repo, env = committed
+    before = {p: (repo / p).read_bytes() for p in VANILLA}
+    edit_params(repo, **{"train.epochs": 300})
+    log = tmp_path / "dvc.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            ["dvc", "repro", "train@vanilla"], cwd=repo, env=env, stdout=out, stderr=out, start_new_session=True
+        )
+    deadline = time.monotonic() + 120
+    while " epoch " not in log.read_text():
+        assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
+        time.sleep(0.2)
+    stage = subprocess.run(["pgrep", "-g", str(proc.pid), "-f", "pipeline.train"], capture_output=True, text=True)
+    kill(proc.pid, int(stage.stdout.split()[0]))
+    proc.wait(timeout=60)
+    text = log.read_text()
+    assert proc.returncode != 0 and f"exited with {code}" in text, text
+    assert "interrupted: the stage stopped before it finished" in text and "Traceback" not in text
+    check_restored(repo, env, text, before)
+
+
+@pytest.mark.slow
+def test_a_failing_dvc_stage_names_the_command_that_restores_its_outputs(committed):
+    repo, env = committed
+    before = {p: (repo / p).read_bytes() for p in VANILLA}
+    edit_params(repo, **{"train.lr": 1.0e12})  # diverges in its first epoch
+    result = run(["dvc", "repro", "train@vanilla"], repo, env, check=False)
+    text = result.stdout + result.stderr
+    assert result.returncode != 0 and "error: vanilla/seed0: the loss diverged" in text, text
+    check_restored(repo, env, text, before)
+
+
+def test_a_full_disk_is_one_line_naming_the_output_and_a_rerun_succeeds(split_dir, tmp_path):
+    """A 300 KB tmpfs holds one mlp checkpoint (~250 KB) of the two: the second write fails."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=300k", "tmpfs", str(disk)], check=True)
+    try:
+        params = write_params(tmp_path, **{"tracking.enabled": False})
+        command = train_cmd(params, split_dir, disk)
+        full = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
+        assert full.returncode == 2, full.stderr
+        (line,) = full.stderr.splitlines()
+        assert line.startswith(f"error: no space left on the device holding {disk / 'models' / 'seed1.pt'}: ")
+        assert "MB free, this write needs 0.2 MB" in line and f"`df -h {disk}`" in line
+        assert sorted(p.name for p in disk.iterdir()) == []  # nothing half-written, no temp folder
+        subprocess.run(["mount", "-o", "remount,size=10m", str(disk)], check=True)
+        subprocess.run(command, cwd=ROOT, check=True, capture_output=True, timeout=180)
+        assert sorted(p.name for p in (disk / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_damaged_labels_are_named_and_not_blamed_on_val_size(tmp_path):
+    """A label file whose values are not 0..9 (a wrong file, a bit flip) is one line naming it and the way back."""
+    raw = tmp_path / "raw" / "FashionMNIST" / "raw"
+    write_idx_folder(raw, gz=False)
+    labels = raw / IDX_NAMES[("train", "labels")]
+    data = bytearray(labels.read_bytes())
+    data[8:] = bytes([200]) * (len(data) - 8)  # every label 200
+    labels.write_bytes(bytes(data))
+    params = write_params(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.split", "--params", str(params), "--raw", str(tmp_path / "raw"),
+         "--out", str(tmp_path / "split")],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    where = tmp_path / "raw"
+    assert line.startswith(f"error: FashionMNIST's train labels in {where} are damaged (label values 200..200")
+    assert "val_size" not in line and "dvc checkout data/raw" in line

@@ -11,8 +11,31 @@ import pytest
 from scipy import stats as scipy_stats
 
 from pipeline.evaluate import aggregate
+from pipeline.params import Report
 from pipeline.report import comparisons, report_text, still_improving, table
-from pipeline.stats import holm, holm_levels, summary, verdict, welch
+from pipeline.stats import (
+    holm,
+    holm_levels,
+    image_noise_se,
+    seeds_to_decide,
+    summary,
+    tost,
+    tost_power,
+    verdict,
+    welch,
+    with_test_set,
+)
+
+SETTINGS = Report(baseline="vanilla", confidence=0.95, still_improving=0.005, margin=0.003, power=0.8)
+
+
+def compare(results, baseline="vanilla", confidence=0.95, margin=0.003, draws=2000):
+    return comparisons(results, baseline, confidence, margin, 0.8, draws)
+
+
+def text_of(results, settings=SETTINGS, names=("test_accuracy",)):
+    compared = comparisons(results, settings.baseline, settings.confidence, settings.margin, settings.power)
+    return report_text(results, settings, compared, Path("plots"), list(names))
 
 
 def test_summary_by_hand():
@@ -93,18 +116,18 @@ def test_every_verdict_agrees_with_its_interval():
     """Random seeds' accuracies, many times: better/worse exactly when the printed interval excludes 0."""
     rng = np.random.default_rng(0)
     disagreements, called = 0, 0
-    for _ in range(300):
+    for _ in range(100):
         shifts = rng.normal(0, 0.006, 4)
         spreads = rng.uniform(0.0005, 0.005, 5)
         accuracies = {"vanilla": list(0.91 + rng.normal(0, spreads[0], 3))}
         for k, name in enumerate(["a", "b", "c", "d"]):
             accuracies[name] = list(0.91 + shifts[k] + rng.normal(0, spreads[k + 1], 3))
-        compared = comparisons(results_from(accuracies), "vanilla", 0.95)
+        compared = compare(results_from(accuracies), draws=20)  # the bootstrap plays no part here
         for _, row in compared.iterrows():
             excludes_zero = row["ci_low"] > 0 or row["ci_high"] < 0
             called += row["verdict"] in ("better", "worse")
             disagreements += excludes_zero != (row["verdict"] in ("better", "worse"))
-    assert called > 100 and disagreements == 0
+    assert called > 30 and disagreements == 0
 
 
 def test_the_case_that_disagreed_with_unadjusted_intervals():
@@ -117,8 +140,8 @@ def test_the_case_that_disagreed_with_unadjusted_intervals():
         "weight_decay": [0.913, 0.9162, 0.915],
         "mlp": [0.8801, 0.8846, 0.8812],
     }
-    row = comparisons(results_from(accuracies), "vanilla", 0.95).loc["dropout"]
-    assert row["verdict"] == "not distinguishable from seed noise" and row["ci_low"] < 0 < row["ci_high"]
+    row = compare(results_from(accuracies)).loc["dropout"]
+    assert row["verdict"] == "undecided" and row["ci_low"] < 0 < row["ci_high"]
     oracle = scipy_stats.ttest_ind(accuracies["dropout"], accuracies["vanilla"], equal_var=False)
     assert oracle.confidence_interval(0.95).high < 0  # what the report printed before
     # m = 4: mlp (p = 0.0008) passes at 0.05/4; dropout is next, fails at 0.05/3, and Holm stops there
@@ -126,10 +149,11 @@ def test_the_case_that_disagreed_with_unadjusted_intervals():
 
 
 def test_verdicts():
-    assert verdict(0.01, 0.001, 0.05) == "better"
-    assert verdict(-0.01, 0.001, 0.05) == "worse"
-    assert verdict(0.01, 0.2, 0.05) == "not distinguishable from seed noise"
-    assert verdict(0.01, None, 0.05).startswith("no test")
+    assert verdict(0.01, 0.001, 0.9, 0.05) == "better"
+    assert verdict(-0.01, 0.001, 0.9, 0.05) == "worse"
+    assert verdict(0.0001, 0.6, 0.01, 0.05) == "equivalent"
+    assert verdict(0.01, 0.2, 0.3, 0.05) == "undecided"
+    assert verdict(0.01, None, None, 0.05).startswith("no test")
 
 
 def results_from(accuracies, epochs=3):
@@ -149,7 +173,9 @@ def results_from(accuracies, epochs=3):
             }
             for seed, acc in enumerate(accs)
         }
-        metrics = {**aggregate(per_seed, 0.95), "parameters": 1000, "seconds_per_epoch": 1.0}
+        metrics = {**aggregate(per_seed, 0.95), "parameters": 1000}
+        images = 2000  # each seed right on the first round(acc * images) test images: its accuracy, near enough
+        correct = np.stack([np.arange(images) < round(acc * images) for acc in accs])
         history = [
             {
                 "epoch": e,
@@ -162,7 +188,7 @@ def results_from(accuracies, epochs=3):
             }
             for e in range(1, epochs + 1)
         ]
-        results[name] = {"metrics": metrics, "history": history}
+        results[name] = {"metrics": metrics, "history": history, "correct": correct}
     return results
 
 
@@ -170,20 +196,20 @@ def test_report_words_match_the_intervals():
     results = results_from(
         {"vanilla": [0.90, 0.91, 0.905], "batchnorm": [0.92, 0.93, 0.925], "dropout": [0.90, 0.915, 0.905]}
     )
-    compared = comparisons(results, "vanilla", 0.95)
+    compared = compare(results)
     assert compared.loc["batchnorm", "verdict"] == "better"
     assert compared.loc["batchnorm", "p_holm"] == pytest.approx(2 * compared.loc["batchnorm", "p"])
-    assert compared.loc["dropout", "verdict"] == "not distinguishable from seed noise"
+    assert compared.loc["dropout", "verdict"] == "undecided"
     for _, row in compared.iterrows():  # better/worse only where the interval excludes 0
         if row["verdict"] in ("better", "worse"):
             assert row["ci_low"] > 0 or row["ci_high"] < 0
-    text = report_text(results, "vanilla", 0.95, 0.005, Path("plots"), ["test_accuracy"])
+    text = text_of(results)
     # the smallest of 2 p-values is tested at alpha/2: its interval is scipy's at 97.5%
     ci = scipy_stats.ttest_ind([0.92, 0.93, 0.925], [0.90, 0.91, 0.905], equal_var=False).confidence_interval(0.975)
     assert (ci.low, ci.high) == pytest.approx((0.00573, 0.03427), abs=5e-6)
     assert (
-        "- batchnorm − vanilla: +2.00 pt [+0.57, +3.43], p = 0.00805 (Welch), Holm-adjusted p = 0.0161: "
-        "**better**" in text
+        "- batchnorm − vanilla: +2.00 pt [+0.57, +3.43] over seeds, [+0.28, +3.72] with the test set's noise too; "
+        "difference: Welch p = 0.00805, Holm 0.0161; equivalence: TOST p = 0.993, Holm 0.993: **better**" in text
     )
     assert "| batchnorm | 1,000 | 3 | 92.50% ± 0.50 [91.26, 93.74] |" in re.sub(" +", " ", text)
     assert "nan" not in text.lower()
@@ -191,17 +217,17 @@ def test_report_words_match_the_intervals():
 
 def test_one_seed_gets_a_note_not_nan():
     results = results_from({"vanilla": [0.90], "batchnorm": [0.92]})
-    text = report_text(results, "vanilla", 0.95, 0.005, Path("plots"), [])
+    text = text_of(results, names=())
     assert "Note: vanilla, batchnorm had one seed: no spread, so no interval and no test" in text
     assert "batchnorm − vanilla: +2.00 pt, no test (needs 2+ seeds with spread)" in text
-    assert "| vanilla | 1,000 | 1 | 90.00% | 90.00% | baseline | 3 of 3 | 1.00 |" in re.sub(" +", " ", text)
+    assert "| vanilla | 1,000 | 1 | 90.00% | 90.00% | baseline | 3 of 3 |" in re.sub(" +", " ", text)
     assert "nan" not in text.lower()
 
 
 def test_best_epochs_say_how_many_epochs_each_seed_ran():
     results = results_from({"vanilla": [0.90, 0.91], "batchnorm": [0.92, 0.93]}, epochs=3)
     results["batchnorm"]["metrics"].update(best_epoch_seed0=2, epochs_run_seed1=5, best_epoch_seed1=5)
-    rows = table(results, comparisons(results, "vanilla", 0.95), "vanilla").set_index("variant")["best epochs"]
+    rows = table(results, compare(results), "vanilla", 0.8).set_index("variant")["best epochs"]
     assert rows.to_dict() == {"vanilla": "3, 3 of 3", "batchnorm": "2 of 3, 5 of 5"}  # e.g. an early stop
 
 
@@ -221,3 +247,115 @@ def test_one_seed_metrics_have_no_spread_keys_and_no_nan():
     assert metrics["seeds"] == 1 and metrics["test_acc_mean"] == 0.9 and metrics["test_acc_seed7"] == 0.9
     assert not [k for k in metrics if k.endswith(("_std", "_ci_low", "_ci_high"))]
     assert all(v == v for v in metrics.values())  # NaN != NaN
+
+
+def welch_df(a, b):
+    va, vb = np.var(a, ddof=1) / len(a), np.var(b, ddof=1) / len(b)
+    return (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+
+
+def test_tost_by_hand_and_against_statsmodels():
+    from statsmodels.stats.weightstats import ttost_ind
+
+    a, b, margin = [0.9141, 0.9150, 0.9137, 0.9149], [0.9146, 0.9131, 0.9157], 0.003
+    diff = np.mean(a) - np.mean(b)
+    se = math.sqrt(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    df = welch_df(a, b)
+    lower = scipy_stats.t.sf((diff + margin) / se, df)  # H0: diff <= -margin
+    upper = scipy_stats.t.cdf((diff - margin) / se, df)  # H0: diff >= +margin
+    assert tost(a, b, margin) == pytest.approx(max(lower, upper), rel=1e-9)
+    assert tost(a, b, margin) == pytest.approx(ttost_ind(a, b, -margin, margin, usevar="unequal")[0], rel=1e-9)
+    assert tost(a, b, margin) < 0.05 < tost(a, b, 0.0005)  # equivalent within 0.3 pt, not within 0.05 pt
+    assert tost([0.9], b, margin) is None and tost([0.9, 0.9], [0.8, 0.8], margin) is None
+
+
+def test_welch_with_unequal_seed_counts_against_scipy():
+    a, b = [0.9141, 0.9150, 0.9137, 0.9149, 0.9160], [0.9182, 0.9227]
+    oracle = scipy_stats.ttest_ind(a, b, equal_var=False)
+    result = welch(a, b, 0.95)
+    assert result["p"] == pytest.approx(oracle.pvalue) and result["diff"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx(tuple(oracle.confidence_interval(0.95)))
+    assert oracle.df == pytest.approx(welch_df(a, b))
+
+
+def test_seeds_to_decide_a_difference_is_cohens_table():
+    # effect size d = 0.5 (difference 0.5, sd 1), alpha 0.05, power 0.8: 64 per group (Cohen 1988, table 2.4.1)
+    a, b = [-0.5, 0.5, 1.5], [-1.0, 0.0, 1.0]
+    assert seeds_to_decide(a, b, margin=0.1, alpha=0.05, power=0.8) == 64
+    # d = 0.8: 26 per group
+    assert seeds_to_decide([-0.2, 0.8, 1.8], b, margin=0.1, alpha=0.05, power=0.8) == 26
+
+
+def test_tost_power_and_its_seed_count_agree_with_a_simulation():
+    from statsmodels.stats.weightstats import ttost_ind
+
+    diff, sd, margin, alpha = 0.0005, 0.002, 0.003, 0.05
+    n = seeds_to_decide([diff + sd, diff - sd], [sd, -sd], margin, alpha, 0.8)  # observed sd = 2 * sqrt(2) * ...
+    sd_seen = math.sqrt((np.var([diff + sd, diff - sd], ddof=1) + np.var([sd, -sd], ddof=1)) / 2)
+    assert tost_power(diff, sd_seen, n, margin, alpha) >= 0.8 > tost_power(diff, sd_seen, n - 1, margin, alpha)
+    rng = np.random.default_rng(0)
+    for seeds, expected in (
+        (n, tost_power(diff, sd_seen, n, margin, alpha)),
+        (3, tost_power(diff, sd_seen, 3, margin, alpha)),
+    ):
+        hits = 0
+        for _ in range(3000):
+            a, b = rng.normal(diff, sd_seen, seeds), rng.normal(0, sd_seen, seeds)
+            hits += ttost_ind(a, b, -margin, margin, usevar="pooled")[0] < alpha
+        assert hits / 3000 == pytest.approx(expected, abs=0.03)
+
+
+def test_an_undecided_comparison_says_how_many_seeds_would_decide_it():
+    accuracies = {"vanilla": [0.9136, 0.9138, 0.9149], "weight_decay": [0.913, 0.9162, 0.915]}
+    row = compare(results_from(accuracies)).loc["weight_decay"]
+    assert row["verdict"] == "undecided" and row["seeds_needed"] > 3
+    text = text_of(results_from(accuracies))
+    assert f"**undecided**; {int(row['seeds_needed'])} seeds per variant would decide it (80% power)" in text
+
+
+def test_two_close_variants_with_many_seeds_are_equivalent():
+    rng = np.random.default_rng(1)
+    accuracies = {"vanilla": list(0.914 + rng.normal(0, 0.001, 12)), "twin": list(0.914 + rng.normal(0, 0.001, 12))}
+    row = compare(results_from(accuracies)).loc["twin"]
+    assert row["verdict"] == "equivalent" and row["p_tost_holm"] < 0.05 and pd_isna(row["seeds_needed"])
+
+
+def pd_isna(x):
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def test_the_image_bootstrap_has_the_closed_form_width():
+    """The paired bootstrap's SD of a mean over images is sd(d_i) / sqrt(n) for d_i the per-image difference."""
+    rng = np.random.default_rng(2)
+    images = 4000
+    a = rng.random((2, images)) < 0.9
+    b = np.where(rng.random(images) < 0.8, a[0], rng.random(images) < 0.9)[None, :]  # correlated, as models are
+    d = a.mean(0) - b.mean(0)
+    assert image_noise_se(a, b, draws=4000) == pytest.approx(d.std(ddof=1) / math.sqrt(images), rel=0.05)
+    assert image_noise_se(a, b) == image_noise_se(a, b)  # seeded: the record stays byte-identical
+
+
+def test_the_interval_with_the_test_set_adds_its_variance_to_the_seeds():
+    a, b = [0.9182, 0.9227, 0.9177], [0.9136, 0.9138, 0.9149]
+    seeds_only = welch(a, b, 0.95)
+    low, high = with_test_set(a, b, 0.0, 0.95)  # no test-set noise: Welch's interval
+    assert (low, high) == pytest.approx((seeds_only["ci_low"], seeds_only["ci_high"]))
+    low, high = with_test_set(a, b, 0.002, 0.95)
+    assert low < seeds_only["ci_low"] and high > seeds_only["ci_high"]
+    se = math.sqrt(np.var(a, ddof=1) / 3 + np.var(b, ddof=1) / 3 + 0.002**2)
+    assert high - low == pytest.approx(2 * scipy_stats.t.ppf(0.975, welch_df(a, b)) * se)
+    assert with_test_set([0.9], [0.8], 0.01, 0.95) == pytest.approx((0.1 - 1.959964 * 0.01, 0.1 + 1.959964 * 0.01))
+
+
+def test_intervals_stay_inside_what_the_quantity_can_be():
+    accuracy = summary([0.999, 0.70], 0.95, (0.0, 1.0))
+    assert accuracy["ci_high"] == 1.0 and accuracy["ci_low"] == 0.0  # t with 1 df reaches far past both ends
+    loss = summary([0.01, 0.5], 0.95, (0.0, math.inf))
+    assert loss["ci_low"] == 0.0 and loss["ci_high"] > 0.5
+    metrics = aggregate({0: dict.fromkeys(SUMMARY_KEYS, 0.99), 1: dict.fromkeys(SUMMARY_KEYS, 0.40)}, 0.95)
+    assert all(
+        0 <= metrics[f"{k}_ci_low"] and (k.endswith("loss") or metrics[f"{k}_ci_high"] <= 1) for k in SUMMARY_KEYS
+    )
+
+
+SUMMARY_KEYS = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss")

@@ -43,12 +43,14 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     repo, env = make_project(tmp_path, params, study)
 
     default = run(["dvc", "repro"], repo, env).stdout  # what `make run` runs
-    assert "Running stage 'train@vanilla'" in default and "study/dvc.yaml" not in default
+    assert "Running stage 'train@vanilla'" in default and "cnn" not in default
     assert not (repo / "study/metrics").exists()
+    assert "study" not in run(["dvc", "status"], repo, env).stdout  # the main project never sees the study
 
-    first = run(["dvc", "repro", "study/dvc.yaml"], repo, env).stdout
-    assert "Running stage 'study/dvc.yaml:train@cnn2'" in first
-    assert "Running stage 'train@" not in first and "Running stage 'split'" not in first  # the main pipeline's are done
+    study = repo / "study"
+    first = run(["dvc", "repro"], study, env).stdout
+    assert "Running stage 'train@cnn2'" in first
+    assert "Running stage 'train@vanilla" not in first and "Running stage 'split'" not in first
     for name in ("cnn2", "cnn4_flip"):
         metrics = json.loads((repo / f"study/metrics/{name}.json").read_text())
         assert metrics["seeds"] == 2 and metrics["parameters"] == count_parameters(
@@ -60,16 +62,13 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     # the study's kernel-5 row: only cnn2 trains again, and the compare command ranks it (two params files)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "study"], repo, env)
-    row = run(
-        ["dvc", "exp", "run", "study/dvc.yaml", "-S", "study/params.yaml:variants.cnn2.cnn.kernel=5"], repo, env
-    ).stdout
-    assert "Running stage 'study/dvc.yaml:train@cnn2'" in row
-    assert "Stage 'study/dvc.yaml:train@cnn4_flip' didn't change" in row
-    checkpoint = torch.load(repo / "data/study/models/cnn2/seed0.pt", weights_only=True)
+    row = run(["dvc", "exp", "run", "-S", "variants.cnn2.cnn.kernel=5"], study, env).stdout
+    assert "Running stage 'train@cnn2'" in row
+    assert "Stage 'train@cnn4_flip' didn't change" in row
+    checkpoint = torch.load(study / "data/models/cnn2/seed0.pt", weights_only=True)
     assert checkpoint["variant_params"]["cnn"]["kernel"] == 5
 
-    states = exp_show(repo)
-    ranked, changed = rank(flat_rows(states, "study/params.yaml"), params_file="study/params.yaml")
+    ranked, changed = rank(flat_rows(exp_show(study)))
     assert changed == ["variants.cnn2.cnn.kernel"]
     assert sorted((r["variant"], r["params"]["variants.cnn2.cnn.kernel"]) for r in ranked) == [
         ("cnn2", 3),
@@ -77,17 +76,17 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
         ("cnn4_flip", 3),
         ("cnn4_flip", 5),
     ]
-    ranked, changed = rank(flat_rows(states))  # the main pipeline's: nothing changed there
+    ranked, changed = rank(flat_rows(exp_show(repo)))  # the main pipeline's: nothing changed there
     assert changed == [] and {r["variant"] for r in ranked} == {"vanilla"}
 
-    # `make exps` narrows the table to the changed param and the mean accuracies, the study's too
+    # `make exps STUDY=1` narrows the study's table to the changed param and the mean accuracies
     shutil.copy(ROOT / "Makefile", repo / "Makefile")
-    table = run(["make", "-o", "setup", "exps"], repo, env).stdout.splitlines()
+    table = run(["make", "-o", "setup", "exps", "STUDY=1"], repo, env).stdout.splitlines()
     header = [cell.strip() for cell in next(line for line in table if line.startswith("| Experiment")).split("|")]
     kernel = "variants.cnn2.cnn.kernel"
-    means = {f"study/metrics/cnn2.json:{m}_acc_mean" for m in ("test", "val")}  # shown where they differ
+    means = {f"metrics/cnn2.json:{m}_acc_mean" for m in ("test", "val")}  # shown where they differ
     assert kernel in header and set(header) <= {"", "Experiment", kernel} | means, header
 
     # a study checkpoint feeds predict like any other
-    run(["python", "-m", "pipeline.predict", "data/study/models/cnn4_flip/seed1.pt", "--out", "p.csv"], repo, env)
+    run(["python", "-m", "pipeline.predict", "study/data/models/cnn4_flip/seed1.pt", "--out", "p.csv"], repo, env)
     assert len((repo / "p.csv").read_text().splitlines()) == 1 + 200

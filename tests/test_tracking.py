@@ -200,6 +200,53 @@ def test_a_server_stopped_mid_run_is_a_warning_and_the_outputs_are_complete(mlfl
     assert "the DVC outputs are complete" in warnings[0] and "Traceback" not in stderr
     assert (tmp_path / "models" / "seed0.pt").is_file() and (tmp_path / "history.json").is_file()
 
+    # The runs finished while the server was down; back up, the next command that opens the store says so
+    client = mlflow.MlflowClient(url)
+    server = start_mlflow_server(tmp_path, int(url.rsplit(":", 1)[1]))  # the same store, the same address
+    try:
+        assert {r.info.status for r in client.search_runs(["1"])} == {"RUNNING"}
+        opened = predict_model_uri("models:/nosuch@x", {**os.environ, "MLFLOW_TRACKING_URI": url})
+        assert "marked KILLED" not in opened.stdout, opened.stdout
+        runs = client.search_runs(["1"])
+        assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}  # the parent and seed 0
+    finally:
+        stop_server(server)
+
+
+def predict_model_uri(uri, env):
+    """`python -m pipeline.predict <uri>`: a command that opens the store without a run of its own."""
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.predict", uri], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def test_sigkill_leaves_nothing_stuck_once_the_next_commands_run(split_dir, tmp_path):
+    """SIGKILL of the stage's process (the OOM killer): its workers die with it; the next command that opens
+    the store, whatever it is, ends its runs KILLED; the next write into its folder removes its temp folder."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PIPELINE_WORKERS": "2"}
+    proc, log = start_training(write_params(tmp_path, **{"train.epochs": 300}), split_dir, tmp_path, env)
+    wait_for_epochs(log, 2)  # both workers training
+    group = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(proc.pid, signal.SIGKILL)  # the stage's process alone: no clean-up of its own runs
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while [p for p in group if os.path.exists(f"/proc/{p}")] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(group) >= 3 and not [p for p in group if os.path.exists(f"/proc/{p}")], "workers outlived the stage"
+    assert len(list(tmp_path.glob(".models.*.tmp"))) == 1
+    client = mlflow.MlflowClient(uri)
+    (experiment,) = client.search_experiments(filter_string="name = 'lenet5-variants'")
+    assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == ["RUNNING"] * 3
+
+    opened = predict_model_uri("models:/nosuch@x", env)  # not a stage: it only opens the store
+    assert opened.returncode == 2 and opened.stdout.count("was left RUNNING by a dead process: marked KILLED") == 3
+    assert {r.info.status for r in client.search_runs([experiment.experiment_id])} == {"KILLED"}
+
+    again = train_stage(write_params(tmp_path), split_dir, tmp_path, uri)  # the stage, into the same folder
+    assert again.returncode == 0, again.stderr
+    assert list(tmp_path.glob(".*.tmp")) == [] and (tmp_path / "models" / "seed1.pt").is_file()
+
 
 def test_relative_store_paths_resolve_against_the_repo_root(tmp_path, monkeypatch):
     from pipeline.tracking import store_path, tracking_uri
