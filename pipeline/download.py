@@ -132,14 +132,15 @@ def download(dataset, sources, out, verify, pinned=RAW_SHA256):
 
     `pinned` maps dataset -> raw file name -> sha256 (tests pass their own).
     """
-    files = dataset_files(dataset)
+    fetched = {}  # all four first (tens of MB), then written: a DataError stays a DataError
+    for gz_name, md5, urls in tqdm(dataset_files(dataset), desc=f"download {dataset}", unit="file", disable=None):
+        raw_name = gz_name.removesuffix(".gz")
+        sha256 = pinned.get(dataset, {}).get(raw_name) if verify else None
+        fetched[raw_name] = fetch_file(dataset, gz_name, md5 if verify else None, urls, sources, sha256)
     with atomic_folder(out) as staging:
         raw_dir = staging / dataset / "raw"
         raw_dir.mkdir(parents=True)
-        for gz_name, md5, urls in tqdm(files, desc=f"download {dataset}", unit="file", disable=None):
-            raw_name = gz_name.removesuffix(".gz")
-            sha256 = pinned.get(dataset, {}).get(raw_name) if verify else None
-            data = fetch_file(dataset, gz_name, md5 if verify else None, urls, sources, sha256)
+        for raw_name, data in fetched.items():
             (raw_dir / raw_name).write_bytes(data)
     return Path(out)
 

@@ -11,6 +11,7 @@ report.md), as recorded in dvc.lock, which a failed stage leaves unchanged.
 
 import errno
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,8 +116,23 @@ def _in(path, listing):
 
 
 def _fail(first, code):
-    print(first + restore_hint(), file=sys.stderr)
+    print(_existing_df(first) + restore_hint(), file=sys.stderr)
     sys.exit(code)
+
+
+def _existing_df(message):
+    """A full disk's `df -h <folder>` names the nearest folder that still exists now.
+
+    io.no_space names the folder it wrote into; by the time the message is
+    printed the temp folder is gone (removed on the way out), and so may be
+    the output folder (DVC removed it before the stage ran).
+    """
+    match = re.search(r"\(`df -h ([^`]+)`\)", message)
+    if not match:
+        return message
+    folder = Path(match[1])
+    existing = next(p for p in (folder, *folder.parents) if p.is_dir() or p == Path("."))
+    return message.replace(f"`df -h {folder}`", f"`df -h {existing}`")
 
 
 def run_stage(main):

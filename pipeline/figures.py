@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only; no display here or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 SEED_KEY = re.compile(r"^(?P<key>\w+?)_seed(?P<seed>\d+)$")
 
@@ -129,9 +130,9 @@ def differences_figure(compared, baseline, margin):
     ax.axvline(0, color="black", linewidth=0.8)
     for y, (_, row) in enumerate(reversed(rows)):
         colour = COLOURS.get(row["verdict"], "black")
-        if not np.isnan(row["boot_low"]):
+        if not pd.isna(row["boot_low"]):
             ax.plot([row["boot_low"] * 100, row["boot_high"] * 100], [y, y], color=colour, linewidth=1)
-        if not np.isnan(row["ci_low"]):
+        if not pd.isna(row["ci_low"]):
             ax.plot([row["ci_low"] * 100, row["ci_high"] * 100], [y, y], color=colour, linewidth=4, alpha=0.6)
         ax.plot(row["diff"] * 100, y, "o", color=colour)
         ax.annotate(row["verdict"], (1.01, y), xycoords=("axes fraction", "data"), fontsize=8, va="center")

@@ -11,10 +11,15 @@ records with DVC's own command, then the outputs of every record, through DVC's 
 stage-cache and data-cloud code. On the teammate's side nothing new is needed:
 `dvc pull --run-cache` (or `dvc exp run --pull`) fetches both.
 
-    python scripts/push_run_cache.py [-r REMOTE]
+    python scripts/push_run_cache.py [-r REMOTE] [--project study]
+
+The small-CNN study is a DVC project of its own (study/.dvc): `--project study`
+pushes its outputs to the main project's remotes, which it copies into
+study/.dvc/config.local first (git-ignored; credentials stay in the environment).
 """
 
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,10 +31,22 @@ def run_records(cache_dir):
     return [(record.parent.name, record.name) for record in sorted(runs.glob("*/*/*")) if record.is_file()]
 
 
+def share_remotes(project):
+    """Give the DVC project in `project` the remotes (and default remote) of the one here, in its config.local."""
+    listed = subprocess.run(["dvc", "config", "--list"], capture_output=True, text=True, check=True).stdout
+    settings = [line.split("=", 1) for line in listed.splitlines() if line.startswith(("remote.", "core.remote="))]
+    for key, value in settings:
+        subprocess.run(["dvc", "config", "--local", key, value], cwd=project, check=True, capture_output=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-r", "--remote", help="the DVC remote (default: the default remote)")
+    parser.add_argument("--project", help="another DVC project to push, with this one's remotes (study)")
     args = parser.parse_args()
+    if args.project:
+        share_remotes(args.project)
+        os.chdir(args.project)
     remote = ["-r", args.remote] if args.remote else []
     subprocess.run(["dvc", "push", "--run-cache", *remote], check=True)
 

@@ -197,7 +197,9 @@ def test_a_full_disk_is_one_line_naming_the_output_and_a_rerun_succeeds(split_di
         full = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=180)
         assert full.returncode == 2, full.stderr
         (line,) = full.stderr.splitlines()
-        assert line.startswith(f"error: no space left on the device holding {disk / 'models' / 'seed1.pt'}: ")
+        # the second checkpoint, as a rule; tmpfs's page accounting may make it the first
+        where = re.escape(str(disk / "models"))
+        assert re.match(rf"error: no space left on the device holding {where}/seed[01]\.pt: ", line), line
         assert "MB free, this write needs 0.2 MB" in line and f"`df -h {disk}`" in line
         assert sorted(p.name for p in disk.iterdir()) == []  # nothing half-written, no temp folder
         subprocess.run(["mount", "-o", "remount,size=10m", str(disk)], check=True)

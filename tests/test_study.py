@@ -1,7 +1,9 @@
 """The small-CNN study: its params profile, and its own pipeline (study/dvc.yaml) run by the real dvc."""
 
+import hashlib
 import json
 import shutil
+import sys
 
 import pytest
 import torch
@@ -58,6 +60,15 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
         )
     report = (repo / "study/report.md").read_text()
     assert "cnn2 − cnn4_flip" in report
+
+    # `make push` sends the study's outputs too, to the main project's remote
+    remote = tmp_path / "remote"
+    run(["dvc", "remote", "add", "-d", "storage", str(remote)], repo, env)
+    for extra in ([], ["--project", "study"]):
+        run([sys.executable, str(ROOT / "scripts/push_run_cache.py"), *extra], repo, env)
+    checkpoint = hashlib.md5((study / "data/models/cnn2/seed0.pt").read_bytes()).hexdigest()
+    assert (remote / "files/md5" / checkpoint[:2] / checkpoint[2:]).is_file()
+    assert "storage" in (study / ".dvc/config.local").read_text()  # the main project's remote, lent
 
     # the study's kernel-5 row: only cnn2 trains again, and the compare command ranks it (two params files)
     run(["git", "add", "-A"], repo, env)

@@ -226,7 +226,10 @@ def test_sigkill_leaves_nothing_stuck_once_the_next_commands_run(split_dir, tmp_
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PIPELINE_WORKERS": "2"}
     proc, log = start_training(write_params(tmp_path, **{"train.epochs": 300}), split_dir, tmp_path, env)
-    wait_for_epochs(log, 2)  # both workers training
+    deadline = time.monotonic() + 120
+    while not all(f"mlp/seed{s} epoch" in log.read_text() for s in (0, 1)):  # both workers training
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.1)
     group = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
     os.kill(proc.pid, signal.SIGKILL)  # the stage's process alone: no clean-up of its own runs
     proc.wait()

@@ -73,9 +73,8 @@ def test_training_learns_and_keeps_the_best_val_loss_epoch_of_every_seed(split_d
     params = tiny_params(**{"train.epochs": 3, "train.hflip": True, "train.shift": 2})
     histories = train_variant(params, "batchnorm", split_dir, tmp_path / "models")
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
-    history = wide_history(histories)
-    metrics, confusion, per_class, counts = evaluate_variant(
-        tmp_path / "models", split_dir, history, 64, 2, 0.95, "cpu"
+    metrics, confusion, per_class, counts, hits, latency = evaluate_variant(
+        tmp_path / "models", split_dir, 64, 2, 0.95, "cpu"
     )
     for seed in (0, 1):
         best = min(histories[seed], key=lambda h: h["val_loss"])
@@ -83,10 +82,13 @@ def test_training_learns_and_keeps_the_best_val_loss_epoch_of_every_seed(split_d
         assert metrics[f"val_loss_seed{seed}"] == pytest.approx(best["val_loss"], rel=1e-5)
     assert metrics["seeds"] == 2 and metrics["test_acc_mean"] > 0.3
     assert metrics["test_acc_ci_low"] < metrics["test_acc_mean"] < metrics["test_acc_ci_high"]
-    assert len(confusion) == 2 * 200 and int(counts.sum()) == 2 * 200 and len(per_class) == 10
-    # the counts, by bincount, against a count of the records by hand
-    first = [(r["actual"], r["predicted"]) for r in confusion]
-    assert int(counts.trace()) == sum(a == p for a, p in first)
+    assert sum(r["count"] for r in confusion) == 2 * 200 and int(counts.sum()) == 2 * 200 and len(per_class) == 10
+    # the counts, by bincount, against the records (one per seed and non-empty cell) and each seed's hits
+    assert int(counts.trace()) == sum(r["count"] for r in confusion if r["actual"] == r["predicted"])
+    assert hits.shape == (2, 200) and int(hits.sum()) == int(counts.trace()) and latency > 0
+    assert [hits[s].float().mean().item() for s in (0, 1)] == pytest.approx(
+        [metrics[f"test_acc_seed{s}"] for s in (0, 1)]
+    )
 
 
 def test_wide_history_has_the_mean_and_every_seed():
