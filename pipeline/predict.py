@@ -71,6 +71,11 @@ def read_image(path):
         raise PipelineError(
             f"{path} cannot be read as an image ({type(e).__name__}); give PNG, JPEG or IDX files"
         ) from None
+    except Image.DecompressionBombError:  # PIL refuses images this large: a decompression-bomb guard
+        raise PipelineError(
+            f"{path} is larger than PIL reads ({2 * Image.MAX_IMAGE_PIXELS:,} pixels at most, against "
+            "decompression bombs); shrink it first (it becomes 28x28 anyway)"
+        ) from None
 
 
 def gather_images(paths):
@@ -170,6 +175,10 @@ def main():
     parser.add_argument("--out", default="predictions.csv", help="the CSV to write (default: predictions.csv)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
     args = parser.parse_args()
+    if Path(args.out).is_dir():
+        raise PipelineError(
+            f"--out {args.out} is a folder; give a file to write, e.g. {Path(args.out) / 'predictions.csv'}"
+        )
     device = setup_torch(args.threads)
     from_mlflow = is_model_uri(args.checkpoint)
     if from_mlflow:

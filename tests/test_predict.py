@@ -126,3 +126,22 @@ def test_a_file_that_is_not_an_image_is_one_line_naming_it(checkpoint, split_dir
         result = predict_cli(checkpoint, "--split", split_dir, "--images", given, "--out", tmp_path / "p.csv")
         assert result.returncode == 2 and result.stderr.strip().splitlines() == [message]
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_an_oversized_image_and_a_folder_as_output_are_one_line_each(checkpoint, split_dir, tmp_path):
+    from PIL import Image
+
+    huge = tmp_path / "huge.png"
+    Image.new("L", (14000, 14000)).save(huge)  # 196M pixels: PIL refuses it as a decompression bomb
+    result = predict_cli(checkpoint, "--split", split_dir, "--images", huge, "--out", tmp_path / "p.csv")
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: {huge} is larger than PIL reads ({2 * Image.MAX_IMAGE_PIXELS:,} pixels at most, against "
+        "decompression bombs); shrink it first (it becomes 28x28 anyway)"
+    ]
+    folder = tmp_path / "out"
+    folder.mkdir()
+    result = predict_cli(checkpoint, "--split", split_dir, "--out", folder)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: --out {folder} is a folder; give a file to write, e.g. {folder / 'predictions.csv'}"
+    ]
+    assert list(folder.iterdir()) == [] and not (tmp_path / "p.csv").exists()

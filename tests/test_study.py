@@ -49,8 +49,8 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     assert not (repo / "study/metrics").exists()
     assert "study" not in run(["dvc", "status"], repo, env).stdout  # the main project never sees the study
 
-    study = repo / "study"
-    first = run(["dvc", "repro"], study, env).stdout
+    study_dir = repo / "study"
+    first = run(["dvc", "repro"], study_dir, env).stdout
     assert "Running stage 'train@cnn2'" in first
     assert "Running stage 'train@vanilla" not in first and "Running stage 'split'" not in first
     for name in ("cnn2", "cnn4_flip"):
@@ -66,20 +66,20 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     run(["dvc", "remote", "add", "-d", "storage", str(remote)], repo, env)
     for extra in ([], ["--project", "study"]):
         run([sys.executable, str(ROOT / "scripts/push_run_cache.py"), *extra], repo, env)
-    checkpoint = hashlib.md5((study / "data/models/cnn2/seed0.pt").read_bytes()).hexdigest()
+    checkpoint = hashlib.md5((study_dir / "data/models/cnn2/seed0.pt").read_bytes()).hexdigest()
     assert (remote / "files/md5" / checkpoint[:2] / checkpoint[2:]).is_file()
-    assert "storage" in (study / ".dvc/config.local").read_text()  # the main project's remote, lent
+    assert "storage" in (study_dir / ".dvc/config.local").read_text()  # the main project's remote, lent
 
     # the study's kernel-5 row: only cnn2 trains again, and the compare command ranks it (two params files)
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "study"], repo, env)
-    row = run(["dvc", "exp", "run", "-S", "variants.cnn2.cnn.kernel=5"], study, env).stdout
+    row = run(["dvc", "exp", "run", "-S", "variants.cnn2.cnn.kernel=5"], study_dir, env).stdout
     assert "Running stage 'train@cnn2'" in row
     assert "Stage 'train@cnn4_flip' didn't change" in row
-    checkpoint = torch.load(study / "data/models/cnn2/seed0.pt", weights_only=True)
+    checkpoint = torch.load(study_dir / "data/models/cnn2/seed0.pt", weights_only=True)
     assert checkpoint["variant_params"]["cnn"]["kernel"] == 5
 
-    ranked, changed = rank(flat_rows(exp_show(study)))
+    ranked, changed = rank(flat_rows(exp_show(study_dir)))
     assert changed == ["variants.cnn2.cnn.kernel"]
     assert sorted((r["variant"], r["params"]["variants.cnn2.cnn.kernel"]) for r in ranked) == [
         ("cnn2", 3),
