@@ -67,7 +67,12 @@ def comparisons(results, baseline, confidence, margin, power, draws=2000):
         level = alpha if level is None else level
         test_se = image_noise_se(results[name]["correct"], results[baseline]["correct"], draws)
         boot_low, boot_high = with_test_set(values, base, test_se, 1 - level)
-        rows.append({"variant": name, **welch(values, base, 1 - level), "boot_low": boot_low, "boot_high": boot_high})
+        row = {"variant": name, **welch(values, base, 1 - level), "boot_low": boot_low, "boot_high": boot_high}
+        for key in ("ci_low", "boot_low"):  # a difference of accuracies lies in [-1, 1]: so do its intervals
+            row[key] = None if row[key] is None else max(row[key], -1.0)
+        for key in ("ci_high", "boot_high"):
+            row[key] = None if row[key] is None else min(row[key], 1.0)
+        rows.append(row)
     table = pd.DataFrame(rows, columns=["variant", "diff", "ci_low", "ci_high", "p", "boot_low", "boot_high"])
     table["p_holm"] = holm(pvalues)
     table["p_tost"] = [tost(values, base, margin) for values in seeds.values()]

@@ -45,6 +45,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from pipeline.errors import PipelineError
+from pipeline.io import _alive  # whether a process exists: the same test that tells a stale temp folder
 
 # Fail fast on an unreachable server instead of MLflow's minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -253,16 +254,6 @@ def close_dead_runs(client, experiment_ids):
             print(
                 f"MLflow: run {run.info.run_name} ({run.info.run_id}) was left RUNNING by a dead process: marked KILLED"
             )
-
-
-def _alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _tags(params, variant, stage):

@@ -1,7 +1,13 @@
 """Shared fixtures, built from tests/helpers.py: synthetic IDX files, a split folder, a temp project."""
 
+import os
+
 import pytest
 from helpers import compile_kernels_once, make_project, shrunk_params, synthetic_images, write_idx_folder
+
+# One training process per stage, in this process and the commands it starts (as helpers.project_env):
+# the tests run two files at once on 2 cores. A test that wants the process pool sets it itself.
+os.environ.setdefault("PIPELINE_WORKERS", "1")
 
 
 @pytest.fixture(scope="session", autouse=True)

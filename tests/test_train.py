@@ -1,5 +1,7 @@
 """Training on tiny synthetic data: augmentation against torch's own ops, learning, determinism."""
 
+import os
+
 import pytest
 import torch
 from helpers import shrunk_params
@@ -195,3 +197,17 @@ def test_two_worker_processes_give_the_same_checkpoints_as_one(split_dir, tmp_pa
         train_variant(params, "vanilla", split_dir, tmp_path / folder)
     for seed in (0, 1):  # byte for byte: the number of processes is not part of the result
         assert (tmp_path / "one" / f"seed{seed}.pt").read_bytes() == (tmp_path / "two" / f"seed{seed}.pt").read_bytes()
+
+
+def test_how_many_seeds_train_at_once_comes_from_the_machine(monkeypatch):
+    from pipeline.train import workers
+
+    monkeypatch.delenv("PIPELINE_WORKERS", raising=False)
+    cores = len(os.sched_getaffinity(0))
+    assert workers(3, 1) == min(3, 2 * cores) and workers(1, 1) == 1
+    assert workers(64, 1) == 2 * cores and workers(64, cores) == 2  # threads share the cores
+    monkeypatch.setenv("PIPELINE_WORKERS", "5")
+    assert workers(3, 1) == 3 and workers(8, 1) == 5
+    monkeypatch.setenv("PIPELINE_WORKERS", "two")
+    with pytest.raises(PipelineError, match="PIPELINE_WORKERS must be a whole number >= 1, got 'two'"):
+        workers(3, 1)
