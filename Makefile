@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data run study push test exps
+.PHONY: setup data run study decide push test test-fast exps
 
 setup: $(VENV)/.installed
 
@@ -17,20 +17,27 @@ $(VENV)/.installed: requirements.txt
 data:
 	@scripts/ensure-data.sh
 
+# `dvc repro`, with the seeds' train stages as many at once as the cores allow (scripts/repro.py).
 # With a DVC remote configured, the committed results' data and models are pulled first, so
-# `dvc repro` trains only what nobody pushed. Then the verdicts and the table of report.md.
+# only what nobody pushed trains. Then the verdicts and the table of report.md.
+PULL = $(shell dvc remote list 2>/dev/null | grep -q . && echo --pull)
+
 run: setup data
-	@if dvc remote list | grep -q .; then echo "dvc repro --pull"; dvc repro --pull; else echo "dvc repro"; dvc repro; fi
+	python scripts/repro.py $(PULL)
 	@sed -n '/^## Verdicts/,/^## Figures/p' report.md | grep -v '^## Figures'
 
 # The small-CNN study (docs/study.md): a DVC project of its own in study/, on the main split.
 # About an hour on 2 cores (62 min measured), so never part of `make run`.
 study: setup data
-	@if dvc remote list | grep -q .; then echo "dvc repro --pull split"; dvc repro --pull split; \
-	else echo "dvc repro split"; dvc repro split; fi
-	@cd study && if dvc remote list | grep -q .; then echo "(cd study && dvc repro --pull)"; dvc repro --pull; \
-	else echo "(cd study && dvc repro)"; dvc repro; fi
+	dvc repro $(PULL) split
+	python scripts/repro.py --cd study $(PULL)
 	@sed -n '/^## Verdicts/,/^## Figures/p' study/report.md | grep -v '^## Figures'
+
+# Add seeds in rounds (report.looks) until every comparison is decided or the last look;
+# each round a DVC experiment (scripts/decide.py). `make decide STUDY=1` for the study.
+decide: setup data
+	$(if $(STUDY),dvc repro split && )python scripts/decide.py $(if $(STUDY),--cd study)
+	@sed -n '/^## Verdicts/,/^## Table/p' $(if $(STUDY),study/)report.md | grep -v '^## Table'
 
 # dvc push --run-cache, plus the outputs of every recorded run, which DVC leaves behind
 # (docs/team.md): a teammate's `dvc exp run --pull` of a configuration you ran then trains nothing.
@@ -44,6 +51,10 @@ test: setup data
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
+
+# The edit-test loop: every test but those marked slow (the real dvc, mlflow and servers end to end).
+test-fast: setup
+	$(VENV)/bin/python -m pytest -m "not slow"
 
 # The experiments table, narrowed to what differs and to the mean accuracies over seeds;
 # `make exps REV=<commit>` for the experiments of an older commit, `make exps STUDY=1` for the study's.

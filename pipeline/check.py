@@ -6,14 +6,20 @@ Writes:       <out>, a marker whose content never changes. Every other stage
               depends on it, so DVC runs this stage first and stops at a bad
               value before it deletes any stage's outputs; and because the
               marker stays the same, passing the check re-runs nothing else.
-              The marker is a persistent output: DVC keeps it while this
-              stage runs, so even a failed check removes nothing.
+              <configs>/<variant>.json, each variant's run config
+              (params.RunConfig: all that one seed's training reads, but the
+              seed). train@<variant>-<seed> depends on that file instead of on
+              params keys, so a changed key re-runs exactly the runs that read
+              it, and a new seed re-runs no other seed.
+              Both are persistent outputs: DVC keeps them while this stage
+              runs, so even a failed check removes nothing.
 """
 
 import argparse
+from pathlib import Path
 
 from pipeline.errors import run_stage
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, write_json
 from pipeline.params import ParamsError, load_params
 
 MARKER = "params.yaml passed pipeline/params.py's checks\n"
@@ -23,13 +29,25 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument("--out", required=True, help="the marker file to write")
+    parser.add_argument("--configs", required=True, help="folder to write each variant's run config to")
     args = parser.parse_args()
     try:
-        load_params(args.params)
+        params = load_params(args.params)
     except ParamsError as e:  # `dvc exp run -S` wrote the bad value into the workspace's params.yaml
         raise ParamsError(f"{e} (fix {args.params}, or restore it: git checkout {args.params})") from None
+    write_configs(params, Path(args.configs))
     with atomic_path(args.out) as tmp:
         tmp.write_text(MARKER)
+
+
+def write_configs(params, folder):
+    """<folder>/<variant>.json for every variant (each written atomically), and no file for any other."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in params.variants:
+        write_json(folder / f"{name}.json", params.run_config(name).model_dump())
+    for stale in folder.glob("*.json"):  # a variant removed from params.yaml
+        if stale.stem not in params.variants:
+            stale.unlink()
 
 
 if __name__ == "__main__":

@@ -1,9 +1,12 @@
 """Stage `evaluate@<variant>`: score every seed's checkpoint; the only stage that reads the test set.
 
-Reads params: evaluate.*, report.confidence.
+Reads params: train.seeds (which checkpoints), evaluate.*, report.confidence.
 Reads:        <split>/{train,val,test}.pt, meta.json (stage split); <models>/seed<k>.pt
-              and <history> (stage train).
-Writes:       <metrics>    flat, for `dvc metrics show` and `dvc exp show`: for
+              for each seed (stages train@<variant>-<seed>).
+Writes:       <history>    one record per epoch: the mean over seeds of each
+                           curve (what DVC plots draws) and every seed's own
+                           value (`val_acc_seed<k>`), from the checkpoints;
+              <metrics>    flat, for `dvc metrics show` and `dvc exp show`: for
                            test/val/train accuracy and loss the mean, std and
                            interval over the seeds (`test_acc_mean`, `_std`,
                            `_ci_low`, `_ci_high`) and each seed's value
@@ -19,11 +22,14 @@ Writes:       <metrics>    flat, for `dvc metrics show` and `dvc exp show`: for
 With one seed there is no spread: std and the interval are left out, and the
 report says so. Latency is an observation of this run, not a result: it goes
 to MLflow and observations/evaluate/<variant>.json, never into <metrics>.
+In MLflow this stage's run is the variant's: the seeds' training runs become
+its children, and it holds the aggregate metrics and figures.
 """
 
 import argparse
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -40,14 +46,32 @@ from pipeline.runtime import setup_torch
 from pipeline.stats import summary
 
 SUMMARISED = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss")
+CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
-def checkpoint_files(models_dir):
-    """{seed: path} of the checkpoints stage train wrote."""
-    files = {int(p.stem.removeprefix("seed")): p for p in Path(models_dir).glob("seed*.pt")}
-    if not files:
-        raise PipelineError(f"no seed<k>.pt checkpoint in {models_dir} (run stage train first)")
-    return dict(sorted(files.items()))
+def checkpoint_files(models_dir, seeds):
+    """{seed: path} of the checkpoints of `seeds` (train.seeds), in that order; a missing one is an error."""
+    files = {seed: Path(models_dir) / f"seed{seed}.pt" for seed in seeds}
+    missing = [seed for seed, path in files.items() if not path.is_file()]
+    if missing:
+        stages = " ".join(f"train@{Path(models_dir).name}-{seed}" for seed in missing)
+        raise PipelineError(f"no checkpoint {files[missing[0]]}: run `dvc repro {stages}` first")
+    return files
+
+
+def wide_history(histories):
+    """{seed: [records]} -> one record per epoch: the mean over the seeds that ran it, and each seed's value."""
+    last = max(len(h) for h in histories.values())
+    rows = []
+    for i in range(last):
+        records = {seed: h[i] for seed, h in histories.items() if i < len(h)}
+        row = {"epoch": i + 1}
+        for key in CURVES:
+            row[key] = sum(r[key] for r in records.values()) / len(records)
+        for seed, record in records.items():
+            row.update({f"{key}_seed{seed}": record[key] for key in CURVES})
+        rows.append(row)
+    return rows
 
 
 @torch.no_grad()
@@ -92,26 +116,29 @@ def aggregate(per_seed, confidence):
     return out
 
 
-def evaluate_variant(
-    models_dir,
-    split_dir,
-    batch_size,
-    latency_repeats,
-    confidence,
-    device,
-    on_seed=lambda seed, path, metrics: None,
-):
-    """(metrics, confusion records, per-class records, confusion counts, test hits, latency ms) over every seed.
+@dataclass
+class Scores:
+    """What evaluate_variant computes for one variant, over its seeds."""
 
-    test hits: bool [seeds, test images], whether each seed's model got each test image right.
-    """
+    metrics: dict  # flat, as written to <metrics>
+    confusion: list  # {seed, actual, predicted, count} records
+    per_class: list  # {class, accuracy, accuracy_seed<k>} records
+    counts: torch.Tensor  # [classes, classes], summed over seeds
+    hits: torch.Tensor  # bool [seeds, test images]: whether each seed's model got each test image right
+    history: list  # wide_history of the checkpoints
+    latency: float  # ms per batch, of the first seed's model
+
+
+def evaluate_variant(files, split_dir, batch_size, latency_repeats, confidence, device, on_seed=None):
+    """Scores of the checkpoints `files` ({seed: path}); on_seed(seed, path, metrics) after each seed."""
     classes = read_json(Path(split_dir) / "meta.json")["classes"]
     data = {split: load_split(split_dir, split) for split in ("test", "val", "train")}
     test_labels = data["test"][1]
     per_seed, confusion, counts, per_class_seed, latency, inputs, hits = {}, [], 0, {}, None, {}, []
-    checkpoint = None
-    for seed, path in checkpoint_files(models_dir).items():
+    checkpoint, histories = None, {}
+    for seed, path in files.items():
         checkpoint, model = load_checkpoint(path, device)
+        histories[seed] = checkpoint["history"]
         # every seed trained on the same split, so with the same normalisation: pad and normalise once
         key = tuple(checkpoint["normalisation"])
         if key not in inputs:
@@ -121,7 +148,8 @@ def evaluate_variant(
         metrics, predicted = evaluate_seed(model, inputs[key], batch_size)
         metrics.update(best_epoch=checkpoint["best_epoch"], epochs_run=checkpoint["epochs_run"])
         per_seed[seed] = metrics
-        on_seed(seed, path, metrics)
+        if on_seed:
+            on_seed(seed, path, metrics)
         hits.append(predicted == test_labels)
         # confusion counts by bincount over (actual, predicted) pairs: no Python loop over images
         pairs = torch.bincount(test_labels * len(classes) + predicted, minlength=len(classes) ** 2)
@@ -146,7 +174,7 @@ def evaluate_variant(
         }
         for c, name in enumerate(classes)
     ]
-    return metrics, confusion, per_class, counts, torch.stack(hits), latency
+    return Scores(metrics, confusion, per_class, counts, torch.stack(hits), wide_history(histories), latency)
 
 
 def metrics_seeds(metrics):
@@ -159,55 +187,73 @@ def main():
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument("--variant", required=True, help="a name under variants: in the params file")
     parser.add_argument("--split", required=True, help="folder written by stage split")
-    parser.add_argument("--models", required=True, help="folder of seed<k>.pt checkpoints (stage train)")
-    parser.add_argument("--history", required=True, help="per-epoch JSON written by stage train")
+    parser.add_argument("--models", required=True, help="folder of seed<k>.pt checkpoints (stages train@)")
+    parser.add_argument("--history", required=True, help="per-epoch JSON to write (mean and each seed)")
     parser.add_argument("--metrics", required=True, help="metrics JSON to write")
     parser.add_argument("--confusion", required=True, help="confusion records JSON to write")
     parser.add_argument("--per-class", required=True, help="per-class accuracy JSON to write")
     parser.add_argument("--test-correct", required=True, help="file to write each seed's test hits to (.pt)")
     args = parser.parse_args()
-    declare_outputs(args.metrics, args.confusion, args.per_class, args.test_correct)
+    declare_outputs(args.history, args.metrics, args.confusion, args.per_class, args.test_correct)
     params = load_params(args.params)
+    params.variant(args.variant)
+    files = checkpoint_files(args.models, params.train.seeds)
     device = setup_torch(params.evaluate.threads)
-    history = read_json(args.history)
-    parent = {}
-
-    def mirror_seed(seed, path, metrics):  # each seed's test metrics onto the MLflow run that trained it
-        run_id, parent["run_id"] = tracking.checkpoint_runs(params, file_md5(path))
-        # test metrics only: the child already has val/train curves per epoch under those names
-        tracking.existing_run(params, run_id).log_metrics({k: v for k, v in metrics.items() if k.startswith("test_")})
-
+    untracked = []
     start = time.perf_counter()
-    metrics, confusion, per_class, counts, hits, latency = evaluate_variant(
-        args.models,
-        args.split,
-        params.evaluate.batch_size,
-        params.evaluate.latency_repeats,
-        params.report.confidence,
-        device,
-        mirror_seed,
-    )
-    write_json(args.metrics, metrics)
-    write_json(args.confusion, confusion)
-    write_json(args.per_class, per_class)
-    save_torch(args.test_correct, {"seeds": list(metrics_seeds(metrics)), "correct": hits})
-    seconds = time.perf_counter() - start
-    observed = {"latency_ms_per_batch": latency, "batch_size": params.evaluate.batch_size, "seconds": seconds}
-    tracking.observe(f"evaluate/{args.variant}.json", observed)
-    if params.tracking.enabled and not parent.get("run_id"):
-        print(f"MLflow: no run of this store trained {args.models} (restored by DVC?): test metrics not mirrored")
-    run = tracking.existing_run(params, parent.get("run_id"))  # the variant's parent run: the aggregate
-    run.log_metrics({**{k: v for k, v in metrics.items() if "_seed" not in k}, "latency_ms_per_batch": latency})
-    run.log_artifact(args.metrics)
-    if run.mlflow:
-        classes = [record["class"] for record in per_class]
-        run.log_figure(
-            confusion_figure(counts, classes, f"{args.variant}: test confusion, summed over seeds"),
-            "confusion_matrix.png",
+    with tracking.variant_run(params, args.variant, "evaluate", args.params) as run:
+
+        def mirror_seed(seed, path, metrics):  # each seed's test metrics onto the run that trained it
+            seed_run = tracking.checkpoint_run(params, file_md5(path))
+            if seed_run is None:
+                untracked.append(seed)
+                return
+            run.adopt(seed_run)
+            # test metrics only: the seed's run already has val/train curves per epoch under those names
+            test = {k: v for k, v in metrics.items() if k.startswith("test_")}
+            tracking.existing_run(params, seed_run).log_metrics(test)
+
+        scores = evaluate_variant(
+            files,
+            args.split,
+            params.evaluate.batch_size,
+            params.evaluate.latency_repeats,
+            params.report.confidence,
+            device,
+            mirror_seed if run.mlflow else None,
         )
-        results = {args.variant: {"history": history, "metrics": metrics}}
-        for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
-            run.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
+        metrics = scores.metrics
+        write_json(args.history, scores.history)
+        write_json(args.metrics, metrics)
+        write_json(args.confusion, scores.confusion)
+        write_json(args.per_class, scores.per_class)
+        save_torch(args.test_correct, {"seeds": list(metrics_seeds(metrics)), "correct": scores.hits})
+        seconds = time.perf_counter() - start
+        observed = {
+            "latency_ms_per_batch": scores.latency,
+            "batch_size": params.evaluate.batch_size,
+            "seconds": seconds,
+        }
+        tracking.observe(f"evaluate/{args.variant}.json", observed)
+        if untracked:
+            print(
+                f"MLflow: no run of this store trained seed(s) {untracked} of {args.models} "
+                "(restored by DVC, or trained against another store): their test metrics are on the variant's run only"
+            )
+        run.log_metrics(
+            {**{k: v for k, v in metrics.items() if "_seed" not in k}, "latency_ms_per_batch": scores.latency}
+        )
+        run.log_artifact(args.metrics)
+        if run.mlflow:
+            classes = [record["class"] for record in scores.per_class]
+            run.log_figure(
+                confusion_figure(scores.counts, classes, f"{args.variant}: test confusion, summed over seeds"),
+                "confusion_matrix.png",
+            )
+            run.log_dict(scores.history, "history.json")
+            results = {args.variant: {"history": scores.history, "metrics": metrics}}
+            for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
+                run.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
     ci = (
         f" [{metrics['test_acc_ci_low']:.4f}, {metrics['test_acc_ci_high']:.4f}]"
         if "test_acc_ci_low" in metrics

@@ -5,15 +5,15 @@ missing key is an error, and so is an unknown one (extra="forbid"). The valid
 choices are the keys of the dicts that implement them (models.ACTIVATIONS,
 models.ARCHITECTURES, optim.OPTIMIZERS, optim.SCHEDULERS, data.DATASETS), so
 the schema cannot drift from the code. Strict mode: YAML's `true` is not an
-integer, and text is not a number; `1e-3` is read as a number, as DVC reads it. Every error becomes one
-line (ParamsError) naming the key and what would be valid.
+integer, and text is not a number. The file is read as DVC reads it, with
+ruamel.yaml's YAML 1.2 (`1e-3` is a number, `yes` is text). Every error becomes
+one line (ParamsError) naming the key and what would be valid.
 """
 
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipeline.data import DATASETS
@@ -24,25 +24,6 @@ from pipeline.optim import OPTIMIZERS, SCHEDULERS
 # Variant names become DVC stage names and `-S variants.<name>.x=...` keys,
 # where Hydra's override grammar allows no '-'.
 VARIANT_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class Yaml12Loader(yaml.SafeLoader):
-    """PyYAML's safe loader, but `1e-3` is a number, as in YAML 1.2 and in DVC's parser (ruamel)."""
-
-
-# YAML 1.2's float pattern (PyYAML implements 1.1, whose floats need a dot).
-Yaml12Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(
-        r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
-        |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
-        |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
-        |[-+]?\.(?:inf|Inf|INF)
-        |\.(?:nan|NaN|NAN))$""",
-        re.X,
-    ),
-    list("-+0123456789."),
-)
 
 
 class ParamsError(PipelineError):
@@ -80,15 +61,31 @@ class Data(Section):
         return self
 
 
+Rate = Annotated[float, Field(ge=0, lt=1)]
+Penalty = Annotated[float, Field(ge=0)]
+Widths = Annotated[list[Count], NonEmpty]
+
+
 class Model(Section):
     activation: _choice(ACTIVATIONS)
-    dropout: Annotated[float, Field(ge=0, lt=1)]
-    weight_decay: Annotated[float, Field(ge=0)]
-    mlp_hidden: Annotated[list[Count], NonEmpty]
+    dropout: Rate
+    weight_decay: Penalty
+    mlp_hidden: Widths
 
 
-class Train(Section):
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], NonEmpty]
+class ModelRead(Section):
+    """The model keys one variant reads (Variant.keys_read); the others are null, so that
+    changing model.dropout changes the dropout variant's run config only."""
+
+    activation: _choice(ACTIVATIONS)
+    dropout: Rate | None
+    weight_decay: Penalty | None
+    mlp_hidden: Widths | None
+
+
+class TrainSettings(Section):
+    """train.* without the seeds: what one seed's run reads (a run config holds it)."""
+
     threads: Count
     optimizer: _choice(OPTIMIZERS)
     lr: Annotated[float, Field(gt=0)]
@@ -104,6 +101,10 @@ class Train(Section):
     scheduler_patience: Annotated[int, Field(ge=0)]
     scheduler_step_size: Count
     early_stopping_patience: Count
+
+
+class Train(TrainSettings):
+    seeds: Annotated[list[Annotated[int, Field(ge=0)]], NonEmpty]
 
     @field_validator("seeds")
     @classmethod
@@ -128,6 +129,17 @@ class Report(Section):
     still_improving: Annotated[float, Field(ge=0, le=1)]
     margin: Annotated[float, Field(gt=0, lt=1)]  # equivalence margin, in accuracy (0.003 = 0.3 pt)
     power: Fraction  # the power at which the report counts the seeds that would decide a comparison
+    # The seed counts at which `make decide` reads the verdicts: each look tests at
+    # (1 - confidence) / len(looks) (Bonferroni over looks), so the whole sequence
+    # keeps its error rate; within a look Holm corrects over the comparisons.
+    looks: Annotated[list[Annotated[int, Field(ge=2)]], NonEmpty]
+
+    @field_validator("looks")
+    @classmethod
+    def _increasing(cls, looks):
+        if any(b <= a for a, b in zip(looks, looks[1:])):
+            raise ValueError(f"must be seed counts in increasing order, got {looks}")
+        return looks
 
 
 class Tracking(Section):
@@ -151,30 +163,43 @@ class CnnShape(Section):
         return kernel
 
 
-class Variant(Section):
+class Architecture(Section):
+    """What a variant builds: the network and its features (models.build_model)."""
+
     arch: _choice(ARCHITECTURES)
     batchnorm: bool
     dropout: bool
     weight_decay: bool
-    # The one params key (or section) beyond model.activation and train that
-    # this variant's train stage depends on; see dvc.yaml and keys_read().
-    uses: Text
-    # Two optional keys, absent from the LeNet-5 variants: the shape of an
-    # `arch: cnn` variant (required there, refused elsewhere), and train.*
-    # values this variant alone sets differently (e.g. {hflip: true}).
+    # The shape of an `arch: cnn` variant: required there, refused elsewhere (Params checks).
     cnn: CnnShape | None = None
-    train: dict[str, Any] = Field(default_factory=dict)
 
     def keys_read(self):
         """The model params keys this variant's training reads (besides train.*)."""
-        keys = ["model.activation"]
+        keys = ["activation"]
         if self.dropout:
-            keys.append("model.dropout")
+            keys.append("dropout")
         if self.weight_decay:
-            keys.append("model.weight_decay")
+            keys.append("weight_decay")
         if self.arch == "mlp":
-            keys.append("model.mlp_hidden")
+            keys.append("mlp_hidden")
         return keys
+
+
+class Variant(Architecture):
+    # Optional, absent from the LeNet-5 variants: train.* values this variant
+    # alone sets differently (e.g. {hflip: true}); the small-CNN study uses them.
+    train: dict[str, Any] = Field(default_factory=dict)
+
+
+class RunConfig(Section):
+    """Everything one seed's training reads, but the seed: stage check writes one per variant
+    (data/config/<variant>.json) and train@<variant>-<seed> depends on that file alone, so a
+    change re-runs exactly the runs it affects, and adding a seed re-runs none of the others."""
+
+    variant: Text
+    architecture: Architecture
+    model: ModelRead
+    train: TrainSettings
 
 
 class Params(Section):
@@ -197,12 +222,6 @@ class Params(Section):
                     f"and only there; arch is {variant.arch!r}"
                 )
             self.train_for(name)  # the overrides are valid train keys and values
-            for key in variant.keys_read():
-                if not (key == variant.uses or key.startswith(variant.uses + ".") or key == "model.activation"):
-                    raise ValueError(
-                        f"variants.{name}.uses is {variant.uses!r} but the variant reads {key}: "
-                        f"set uses to {key} (or to 'model' when it reads several model keys)"
-                    )
         for name, variant in self.variants.items():
             if variant.batchnorm and self.train_for(name).batch_size < 2:
                 raise ValueError(
@@ -220,13 +239,26 @@ class Params(Section):
             raise ParamsError(f"unknown variant {name!r}; params.yaml defines {', '.join(self.variants)}")
         return self.variants[name]
 
+    def run_config(self, name):
+        """The RunConfig of variant `name`: its architecture, the model keys it reads, its train settings."""
+        variant = self.variant(name)
+        model = {key: None for key in ModelRead.model_fields}
+        model.update({key: getattr(self.model, key) for key in variant.keys_read()})
+        return RunConfig(
+            variant=name,
+            architecture=Architecture(**variant.model_dump(exclude={"train"})),
+            model=ModelRead(**model),
+            train=TrainSettings(**self.train_for(name).model_dump(exclude={"seeds"})),
+        )
+
     def train_for(self, name):
         """The train section as variant `name` sees it: train.* with its own `train:` overrides."""
         overrides = self.variant(name).train
-        unknown = sorted(set(overrides) - set(Train.model_fields))
-        if unknown:
+        unknown = sorted(set(overrides) - set(TrainSettings.model_fields))
+        if unknown:  # seeds too: dvc.yaml's matrix trains every variant on train.seeds
             raise ValueError(
-                f"unknown key variants.{name}.train.{unknown[0]}; valid keys here: {', '.join(Train.model_fields)}"
+                f"unknown key variants.{name}.train.{unknown[0]}; valid keys here: "
+                f"{', '.join(TrainSettings.model_fields)}"
             )
         try:
             return Train.model_validate({**self.train.model_dump(), **overrides})
@@ -300,11 +332,13 @@ def validate(raw):
 
 
 def load_params(path="params.yaml"):
+    from ruamel.yaml import YAML, YAMLError
+
     path = Path(path)
     try:
-        raw = yaml.load(path.read_text(), Loader=Yaml12Loader)
+        raw = YAML(typ="safe", pure=True).load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"params file {path} not found") from None
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    except YAMLError as e:
+        raise ParamsError(f"{path} is not valid YAML: {' '.join(str(e).split())[:200]}") from None
     return validate(raw)

@@ -54,16 +54,16 @@ def logged_model_uri(mlflow, run_id):
 def register(params, models_dir, metrics_dir, name, alias):
     """Register the best variant's logged model as a new version of `name`; return (variant, version)."""
     variant, metrics = best_variant(params.variants, metrics_dir)
-    first_seed = params.train_for(variant).seeds[0]
+    first_seed = params.train.seeds[0]  # the seed whose model train logs
     path = Path(models_dir) / variant / f"seed{first_seed}.pt"
     if not path.is_file():
-        raise PipelineError(f"{path} not found: `dvc checkout {path.parent}`, or `dvc repro` to train it")
+        raise PipelineError(f"{path} not found: `dvc checkout {path}`, or `dvc repro` to train it")
     store = tracking.open_store(params)
-    run_id = tracking.checkpoint_runs(params, file_md5(path))[0] if store else None
+    run_id = tracking.checkpoint_run(params, file_md5(path)) if store else None
     if store is None or not run_id:
         raise PipelineError(
-            f"no run in {tracking.tracking_uri()} trained {path} (tracking was off, DVC restored it from its "
-            f"cache, or it trained against another store): retrain it with `dvc repro --force train@{variant}`"
+            f"no run in {tracking.tracking_uri()} trained {path} (tracking was off, DVC restored it from its cache, "
+            f"or it trained against another store): retrain it with `dvc repro --force train@{variant}-{first_seed}`"
         )
     mlflow, _ = store
     client = mlflow.MlflowClient()

@@ -1,14 +1,17 @@
 """Stage `report`: compare every variant with the baseline, in words, a table and five figures.
 
 Reads params: variants (which, in params.yaml order), report.* (baseline,
-              confidence, still_improving, margin, power).
-Reads:        <metrics>/<variant>.json and <test_correct>/<variant>.pt (evaluate),
-              <history>/<variant>.json (train).
-Writes:       <figures>/{accuracy_curves,loss_curves,val_accuracy,test_accuracy,differences}.png
-              and <report> (markdown: verdicts, the table, flags, the figures).
+              confidence, still_improving, margin, power, looks).
+Reads:        <metrics>/<variant>.json, <test_correct>/<variant>.pt and
+              <history>/<variant>.json (evaluate).
+Writes:       <figures>/{accuracy_curves,loss_curves,val_accuracy,test_accuracy,differences}.png,
+              <report> (markdown: verdicts, the table, flags, the figures) and
+              <comparison> (each comparison's difference, p-values, verdict and
+              seeds needed, as JSON: for `dvc metrics` and `make decide`).
 Four verdicts (docs/comparing.md): better or worse when Welch's t-test over
 the seeds, Holm-corrected for the number of variants compared, rejects "no
-difference" at alpha = 1 - report.confidence; else equivalent when two
+difference" at alpha = (1 - report.confidence) / len(report.looks) (the error
+rate split over the looks `make decide` may take); else equivalent when two
 one-sided tests, Holm-corrected the same way, put the difference within
 ±report.margin; else undecided, with the seeds per variant that would decide
 it at report.power. The seed-only interval printed with a difference is at
@@ -25,7 +28,7 @@ import pandas as pd
 
 from pipeline.errors import PipelineError, declare_outputs, run_stage
 from pipeline.figures import curves_figure, differences_figure, per_seed, test_accuracy_figure, val_overlay
-from pipeline.io import atomic_path, read_json
+from pipeline.io import atomic_path, read_json, write_json
 from pipeline.params import load_params
 from pipeline.stats import holm, holm_levels, image_noise_se, seeds_to_decide, tost, verdict, welch, with_test_set
 
@@ -52,12 +55,16 @@ def _none(x):
     return None if x is None or pd.isna(x) else x
 
 
-def comparisons(results, baseline, confidence, margin, power, draws=2000):
+def comparisons(results, baseline, confidence, margin, power, looks=1, draws=2000):
     """One row per variant other than the baseline: the difference in test accuracy, its intervals, both
-    families' p-values (raw and Holm-adjusted), the verdict and, if undecided, the seeds that would decide it."""
+    families' p-values (raw and Holm-adjusted), the verdict and, if undecided, the seeds that would decide it.
+
+    Everything is tested at alpha = (1 - confidence) / looks: Bonferroni over the `looks` times the
+    verdicts may be read as seeds are added (make decide), Holm over the comparisons within one.
+    """
     base = list(per_seed(results[baseline]["metrics"], "test_acc").values())
     seeds = {name: list(per_seed(r["metrics"], "test_acc").values()) for name, r in results.items() if name != baseline}
-    alpha = 1 - confidence
+    alpha = (1 - confidence) / looks
     pvalues = [welch(values, base, confidence)["p"] for values in seeds.values()]
     # Each interval at the level Holm tested its difference at, so that it excludes 0 exactly when the verdict
     # is better/worse; with one comparison that is `confidence` itself.
@@ -164,9 +171,23 @@ def table(results, compared, baseline, power):
     return pd.DataFrame(rows)
 
 
+def comparison_record(compared):
+    """comparisons()' table as JSON: {variant: {diff, intervals, p-values, verdict, seeds_needed}}."""
+    keys = ["diff", "ci_low", "ci_high", "boot_low", "boot_high", "p", "p_holm", "p_tost", "p_tost_holm"]
+    return {
+        name: {
+            **{key: _none(row[key]) for key in keys},
+            "verdict": row["verdict"],
+            "seeds_needed": None if _none(row["seeds_needed"]) is None else int(row["seeds_needed"]),
+        }
+        for name, row in compared.iterrows()
+    }
+
+
 def report_text(results, settings, compared, rel_figures, figure_names):
     """The report's markdown: `compared` is comparisons()' table for these results and settings."""
     baseline, confidence, threshold = settings.baseline, settings.confidence, settings.still_improving
+    alpha, looks = 1 - confidence, len(settings.looks)
     seeds = sorted({r["metrics"]["seeds"] for r in results.values()})
     lines = [
         "# Variants compared",
@@ -176,7 +197,13 @@ def report_text(results, settings, compared, rel_figures, figure_names):
         "checkpoint is the epoch with the lowest validation loss, scored once on the untouched test "
         f"set. Accuracies: mean ± std over seeds [{confidence:.0%} t interval]. Differences: Welch's "
         f"t-test against `{baseline}`, Holm-corrected for {len(compared)} comparison{'s' * (len(compared) != 1)} at "
-        f"alpha = {1 - confidence:.2g}: better or worse; else two one-sided tests (TOST), Holm-corrected the same "
+        f"alpha = {alpha:.2g}"
+        + (
+            f" / {looks} looks = {alpha / looks:.3g} (`make decide` may read the verdicts at {looks} seed counts)"
+            if looks > 1
+            else ""
+        )
+        + ": better or worse; else two one-sided tests (TOST), Holm-corrected the same "
         f"way, against a margin of ±{settings.margin * 100:.2g} pt: equivalent; else undecided, with the seeds per "
         f"variant that would decide it at {settings.power:.0%} power if the observed difference and spreads hold. "
         "Each difference's seed interval is at the level Holm tested it at (the smallest p at alpha/m, the next "
@@ -214,8 +241,10 @@ def report_text(results, settings, compared, rel_figures, figure_names):
     return "\n".join(lines) + "\n"
 
 
-def write_report(results, settings, figures_dir, report_path):
-    compared = comparisons(results, settings.baseline, settings.confidence, settings.margin, settings.power)
+def write_report(results, settings, figures_dir, report_path, comparison_path):
+    compared = comparisons(
+        results, settings.baseline, settings.confidence, settings.margin, settings.power, len(settings.looks)
+    )
     figures = {
         "accuracy_curves": lambda: curves_figure(results, "acc", "accuracy"),
         "loss_curves": lambda: curves_figure(results, "loss", "cross-entropy loss"),
@@ -233,6 +262,7 @@ def write_report(results, settings, figures_dir, report_path):
     text = report_text(results, settings, compared, rel, figures)
     with atomic_path(report_path) as tmp:
         tmp.write_text(text)
+    write_json(comparison_path, comparison_record(compared))
     return text
 
 
@@ -244,11 +274,12 @@ def main():
     parser.add_argument("--test-correct", required=True, help="folder of <variant>.pt: each seed's test hits")
     parser.add_argument("--figures", required=True, help="folder to write the PNG figures to")
     parser.add_argument("--report", required=True, help="markdown file to write")
+    parser.add_argument("--comparison", required=True, help="JSON file to write the verdicts to")
     args = parser.parse_args()
-    declare_outputs(args.figures, args.report)
+    declare_outputs(args.figures, args.report, args.comparison)
     params = load_params(args.params)
     results = load_results(params.variants, args.metrics, args.history, args.test_correct)
-    text = write_report(results, params.report, args.figures, args.report)
+    text = write_report(results, params.report, args.figures, args.report, args.comparison)
     print(text.split("## Figures")[0])
 
 

@@ -297,6 +297,13 @@ class Run:
 
         self._mirror("the checkpoint's tag", tag)
 
+    def adopt(self, child_run_id):
+        """Make a seed's run a child of this one, so that `mlflow ui` nests the seeds under their variant."""
+        self._mirror(
+            "the seed run's parent",
+            lambda m: m.MlflowClient().set_tag(child_run_id, "mlflow.parentRunId", self.run_id),
+        )
+
     def log_epoch(self, record):
         self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
@@ -388,9 +395,10 @@ class Run:
 
 @contextmanager
 def variant_run(params, variant, stage, params_path):
-    """The parent run of one variant's training, ended FINISHED, or FAILED when the stage raises.
+    """The run of one variant's stage (evaluate: the parent of its seeds' runs), ended FINISHED,
+    or FAILED when the stage raises.
 
-    An unusable store fails the stage here, before any training; later failures are warnings.
+    An unusable store fails the stage here, before any output is written; later failures are warnings.
     """
     store = open_store(params)
     if store is None:
@@ -419,22 +427,27 @@ def variant_run(params, variant, stage, params_path):
 
 
 @contextmanager
-def seed_run(params, variant, seed, parent_run_id):
-    """The active run of one seed's training (in a worker process), a child of the variant's run."""
-    try:
-        store = open_store(params) if parent_run_id else None
-        if store is not None:
-            mlflow, experiment_id = store
-            tags = {**_tags(params, variant, "train"), "seed": str(seed), "mlflow.parentRunId": parent_run_id}
-            active = mlflow.start_run(experiment_id=experiment_id, run_name=f"train@{variant}/seed{seed}", tags=tags)
-            mlflow.log_params({**resolved_params(params, variant), "seed": seed})
-    except Exception as e:
-        warn(f"seed {seed}'s run", e)
-        store = None
+def seed_run(params, config, seed):
+    """The active run of one seed's training (stage train@<variant>-<seed>), ended FINISHED or FAILED.
+
+    As in variant_run, an unusable store fails the stage here, before any training.
+    evaluate@<variant> later makes it a child of the variant's run.
+    """
+    store = open_store(params) if params is not None else None
     if store is None:
         yield Run()
         return
+    mlflow, experiment_id = store
+    name = f"train@{config.variant}-{seed}"
+    tags = {**_tags(params, config.variant, "train"), "dvc_stage": name, "seed": str(seed)}
+    try:
+        active = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
+    except Exception as e:
+        raise TrackingError(
+            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {_first_line(e)})"
+        ) from None
     run, status = Run(mlflow, active.info.run_id), "FINISHED"
+    run._mirror("params", lambda m: m.log_params({**flatten("", config.model_dump()), "seed": seed}))
     try:
         yield run
     except BaseException:
@@ -451,22 +464,20 @@ def seed_run(params, variant, seed, parent_run_id):
             note_pending_status(run.run_id, status)
 
 
-def checkpoint_runs(params, md5):
-    """(seed run id, parent run id) of the newest run tagged with this checkpoint MD5, else (None, None).
+def checkpoint_run(params, md5):
+    """The id of the newest run tagged with this checkpoint MD5, else None.
 
     None when tracking is off, and when no run of this store trained that file:
     DVC restored it from its cache, or a teammate trained it against another store.
     """
     store = open_store(params)
     if store is None:
-        return None, None
+        return None
     mlflow, experiment_id = store
     runs = mlflow.MlflowClient().search_runs(
         [experiment_id], f"tags.checkpoint_md5 = '{md5}'", order_by=["attributes.start_time DESC"], max_results=1
     )
-    if not runs:
-        return None, None
-    return runs[0].info.run_id, runs[0].data.tags.get("mlflow.parentRunId")
+    return runs[0].info.run_id if runs else None
 
 
 def existing_run(params, run_id):

@@ -30,6 +30,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = [
     "pipeline",
+    "scripts/repro.py",
     "dvc.yaml",
     "params.yaml",
     ".dvc/config",
@@ -275,20 +276,37 @@ def make_project(tmp_path, params, study_params=None):
     return repo, env
 
 
-def train_cmd(params, split_dir, tmp_path, variant="mlp"):
-    """The command line of stage train, writing into tmp_path."""
+def train_cmd(params, split_dir, tmp_path, variant="mlp", seed=0):
+    """The command line of stage train@<variant>-<seed>: its run config written by check's own code
+    into tmp_path/config (unless the params are invalid: the stage reports that), its checkpoint
+    into tmp_path/models/seed<seed>.pt."""
+    from pipeline.check import write_configs
+    from pipeline.params import ParamsError, load_params
+
+    try:
+        write_configs(load_params(params), tmp_path / "config")
+    except ParamsError:
+        pass
     return [
         sys.executable,
         "-m",
         "pipeline.train",
         "--params",
         str(params),
-        "--variant",
-        variant,
+        "--config",
+        str(tmp_path / "config" / f"{variant}.json"),
+        "--seed",
+        str(seed),
         "--split",
         str(split_dir),
-        "--models",
-        str(tmp_path / "models"),
-        "--history",
-        str(tmp_path / "history.json"),
+        "--out",
+        str(tmp_path / "models" / f"seed{seed}.pt"),
     ]
+
+
+def train_one(params, variant, split_dir, seed, out=None):
+    """(checkpoint, history) of one seed trained in this process, as stage train@<variant>-<seed> would."""
+    from pipeline.train import train_seed
+
+    checkpoint = train_seed(params.run_config(variant), split_dir, seed, (params, out) if out else None)
+    return checkpoint, checkpoint["history"]

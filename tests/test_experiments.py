@@ -11,7 +11,7 @@ from helpers import make_project, run, shrunk_params, stop_queue_workers, write_
 from pipeline.compare import exp_show, flat_rows, rank
 
 pytestmark = pytest.mark.slow
-GRID = [("0.1", "true"), ("0.1", "false"), ("0.2", "true"), ("0.2", "false")]
+GRID = [("0.1", "true"), ("0.2", "true")]
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_queued_grid_and_a_bad_value(project):
     repo, env = project
     params_before = (repo / "params.yaml").read_bytes()
     run(
-        ["dvc", "exp", "run", "--queue", "-S", "model.dropout=0.1,0.2", "-S", "variants.dropout.batchnorm=true,false"],
+        ["dvc", "exp", "run", "--queue", "-S", "model.dropout=0.1,0.2", "-S", "variants.dropout.batchnorm=true"],
         repo,
         env,
     )
@@ -86,17 +86,17 @@ def test_queued_grid_and_a_bad_value(project):
     for r in queued_runs:
         by_exp.setdefault(r.data.tags["dvc_exp_name"], []).append(r.info.run_name)
     assert {n: sorted(v) for n, v in by_exp.items() if n in names} == {
-        n: ["train@dropout", "train@dropout/seed0", "train@dropout/seed1"] for n in names
+        n: ["evaluate@dropout", "train@dropout-0", "train@dropout-1"] for n in names
     }
     for r in queued_runs:
         assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
-        if "/seed" not in r.info.run_name:  # the variant's parent run keeps the params file
+        if r.info.run_name.startswith("evaluate@"):  # the variant's run keeps the params file
             assert (repo / "mlruns" / r.info.artifact_uri.split("/mlruns/", 1)[1] / "params.yaml").is_file()
 
     # the compare command ranks the four configurations
     ranked, changed = rank(flat_rows(exp_show(repo)), variant="dropout")
     assert changed == ["model.dropout", "variants.dropout.batchnorm"]
-    assert len(ranked) >= 4 and ranked[0]["val_acc"] >= ranked[-1]["val_acc"]
+    assert len(ranked) >= 2 and ranked[0]["val_acc"] >= ranked[-1]["val_acc"]
 
 
 def outputs(repo):
@@ -130,19 +130,23 @@ def test_a_bad_value_fails_before_any_output_is_removed(project, override, messa
 def test_same_experiment_again_comes_from_the_run_cache(project):
     repo, env = project
     first = run(["dvc", "exp", "run", "-S", "model.dropout=0.4"], repo, env).stdout
-    assert "Running stage 'train@dropout'" in first
-    assert "Running stage 'train@vanilla'" not in first and "Stage 'evaluate@vanilla' didn't change" in first
+    assert "Running stage 'train@dropout-0'" in first
+    assert "Running stage 'train@vanilla" not in first and "Stage 'evaluate@vanilla' didn't change" in first
     metrics = (repo / "metrics/dropout.json").read_text()
     run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], repo, env)
     again = run(["dvc", "exp", "run", "-S", "model.dropout=0.4"], repo, env).stdout
-    assert "Stage 'train@dropout' is cached - skipping run" in again, again
+    assert "Stage 'train@dropout-0' is cached - skipping run" in again, again
     assert (repo / "metrics/dropout.json").read_text() == metrics
 
 
 def test_retraining_gives_bit_identical_metrics(project):
     repo, env = project
     before = json.loads((repo / "metrics/vanilla.json").read_text())
-    run(["dvc", "repro", "--force", "--single-item", "train@vanilla", "evaluate@vanilla"], repo, env)
+    run(
+        ["dvc", "repro", "--force", "--single-item", "train@vanilla-0", "train@vanilla-1", "evaluate@vanilla"],
+        repo,
+        env,
+    )
     after = json.loads((repo / "metrics/vanilla.json").read_text())
     assert before["seeds"] == 2 and "test_acc_seed1" in before
     assert after == before

@@ -59,11 +59,9 @@ REAL["variants"]["cnn"] = {**REAL["variants"]["vanilla"], "arch": "cnn", "cnn": 
         (("variants", "vanilla", "arch"), "resnet", "variants.vanilla.arch must be one of lenet5, mlp, cnn"),
         (("variants", "vanilla", "colour"), "red", "unknown key variants.vanilla.colour"),
         (("variants", "my-variant"), dict(REAL["variants"]["vanilla"]), "variants.my-variant: a name"),
-        (
-            ("variants", "vanilla", "dropout"),
-            True,
-            "variants.vanilla.uses is 'model.activation' but the variant reads model.dropout",
-        ),
+        (("variants", "vanilla", "train"), {"seeds": [5]}, "unknown key variants.vanilla.train.seeds; valid keys"),
+        (("report", "looks"), [5, 3], "report.looks must be seed counts in increasing order, got [5, 3]"),
+        (("report", "looks"), [1, 3], "report.looks[0] must be >= 2, got 1"),
         (("surprise",), 1, "unknown key surprise"),
         (("train", "erase"), 1.5, "train.erase must be <= 1, got 1.5"),
         (("variants", "vanilla", "train"), {"hflp": True}, "unknown key variants.vanilla.train.hflp; valid keys"),
@@ -103,11 +101,18 @@ def test_exponents_without_a_dot_are_numbers_as_dvc_reads_them(tmp_path):
     assert yaml.safe_load(text)["model"]["weight_decay"] == "5e-4"  # what plain PyYAML would have read
 
 
-def test_a_section_uses_covers_several_keys():
-    params = broken(("variants", "vanilla", "dropout"), True)
-    params["variants"]["vanilla"]["weight_decay"] = True
-    params["variants"]["vanilla"]["uses"] = "model"
-    assert validate(params).variants["vanilla"].uses == "model"
+def test_a_run_config_holds_what_its_variant_reads_and_no_seeds():
+    """The unit a train stage depends on: a change re-runs exactly the variants that read it."""
+    params = validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    vanilla, dropout = params.run_config("vanilla"), params.run_config("dropout")
+    assert "seeds" not in vanilla.train.model_dump() and vanilla.train.lr == params.train.lr
+    assert vanilla.model.dropout is None and dropout.model.dropout == params.model.dropout
+    assert params.run_config("mlp").model.mlp_hidden == params.model.mlp_hidden and vanilla.model.mlp_hidden is None
+    changed = dict(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    changed["model"] = {**changed["model"], "dropout": 0.5}
+    changed["train"] = {**changed["train"], "seeds": [0, 1, 2, 3]}
+    other = validate(changed)
+    assert other.run_config("vanilla") == vanilla and other.run_config("dropout") != dropout
 
 
 def test_stage_exits_2_with_one_line(tmp_path):

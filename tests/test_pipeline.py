@@ -21,7 +21,7 @@ VARIANTS = ["vanilla", "batchnorm", "dropout", "weight_decay", "mlp"]
 
 @pytest.fixture(scope="module")
 def reproduced(tmp_path_factory):
-    """One shrunk `dvc repro` of the whole pipeline, shared by the tests below.
+    """One shrunk `make run` (scripts/repro.py: `dvc repro`, two train stages at once), shared by the tests below.
 
     The data comes from a loopback HTTP mirror, after a local folder that is
     missing (test_experiments.py reads a local folder).
@@ -32,8 +32,8 @@ def reproduced(tmp_path_factory):
         params = shrunk_params(tmp / "mirror")
         params["data"]["sources"]["FashionMNIST"] = [str(tmp / "absent"), url]
         repo, env = make_project(tmp, params)
-        env["PIPELINE_WORKERS"] = "2"  # the real process pool
-        result = run(["dvc", "repro"], repo, env)
+        env["PIPELINE_WORKERS"] = "2"  # two train stages at once, as on this machine
+        result = run([sys.executable, "scripts/repro.py"], repo, env)
     return repo, env, result
 
 
@@ -99,8 +99,10 @@ def test_repro_writes_every_output(reproduced):
 
 def test_a_whole_run_logs_no_python_warning(reproduced):
     """A non-interactive log stays quiet: no library warning in any stage (MLflow's pyfunc, torch, numba)."""
-    _, _, result = reproduced
-    log = result.stdout + result.stderr
+    repo, _, result = reproduced
+    stages = sorted((repo / "observations/repro").glob("train@*.log"))  # the train stages' own logs
+    assert len(stages) == 2 * len(VARIANTS)
+    log = result.stdout + result.stderr + "".join(path.read_text() for path in stages)
     assert "Running stage 'train@" in log and not re.search(r"\w+Warning\b", log), log
 
 
@@ -122,14 +124,32 @@ def test_changing_dropout_reruns_only_the_dropout_variant(reproduced):
     run(["git", "commit", "-qm", "results"], repo, env)
     out = run(["dvc", "exp", "run", "-S", "model.dropout=0.5"], repo, env).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"check", "train@dropout", "evaluate@dropout", "report"}, out  # check reads every param
+    # check reads every param; dropout's run config changed, no other
+    assert ran == {"check", "train@dropout-0", "train@dropout-1", "evaluate@dropout", "report"}, out
     for name in set(VARIANTS) - {"dropout"}:
-        assert f"Stage 'train@{name}' didn't change, skipping" in out
+        assert f"Stage 'train@{name}-0' didn't change, skipping" in out
     diff = json.loads(run(["dvc", "metrics", "diff", "--json"], repo, env).stdout)
-    assert set(diff) == {"metrics/dropout.json"}
+    assert set(diff) == {"metrics/dropout.json", "comparison.json"}
+    assert set(diff["comparison.json"]) <= {
+        f"dropout.{key}"
+        for key in (
+            "diff",
+            "ci_low",
+            "ci_high",
+            "boot_low",
+            "boot_high",
+            "p",
+            "p_holm",
+            "p_tost",
+            "p_tost_holm",
+            "seeds_needed",
+        )
+    } | {f"{v}.p_holm" for v in VARIANTS} | {
+        f"{v}.p_tost_holm" for v in VARIANTS
+    }  # Holm's adjustment moves the others' adjusted p-values only
 
 
-def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
+def test_mlflow_has_a_run_per_variant_and_a_child_per_seed(reproduced):
     import mlflow
     import mlflow.pyfunc
 
@@ -142,11 +162,12 @@ def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
     by_name = {r.info.run_name: r for r in reversed(runs)}  # newest first: keep the newest per name
-    assert sorted(by_name) == sorted(f"train@{v}{s}" for v in VARIANTS for s in ("", "/seed0", "/seed1"))
+    expected = [f"evaluate@{v}" for v in VARIANTS] + [f"train@{v}-{s}" for v in VARIANTS for s in (0, 1)]
+    assert sorted(by_name) == sorted(expected)
     for name in VARIANTS:
-        parent = by_name[f"train@{name}"]
+        parent = by_name[f"evaluate@{name}"]  # the variant's run: evaluate adopts the seeds' training runs
         metrics = json.loads((repo / f"metrics/{name}.json").read_text())
-        assert parent.data.tags["dvc_stage"] == f"train@{name}"
+        assert parent.data.tags["dvc_stage"] == f"evaluate@{name}"
         assert re.fullmatch(r"[0-9a-f]{40}", parent.data.tags["git_commit"])
         assert parent.data.params["variant.arch"] == ("mlp" if name == "mlp" else "lenet5")
         assert parent.data.metrics["test_acc_mean"] == pytest.approx(metrics["test_acc_mean"])
@@ -155,7 +176,7 @@ def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
             a.path for a in client.list_artifacts(parent.info.run_id)
         }
         for seed in (0, 1):
-            child = by_name[f"train@{name}/seed{seed}"]
+            child = by_name[f"train@{name}-{seed}"]
             assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
             assert child.data.params["seed"] == str(seed) and child.data.params["train.epochs"] == "2"
             assert child.data.metrics["test_acc"] == pytest.approx(metrics[f"test_acc_seed{seed}"])
@@ -164,7 +185,7 @@ def test_mlflow_has_a_parent_run_per_variant_and_a_child_per_seed(reproduced):
             assert {i.dataset.name for i in child.inputs.dataset_inputs} == {"FashionMNIST-train", "FashionMNIST-val"}
     # the first seed's logged model takes raw uint8 images and scores what DVC recorded
     mlflow.set_tracking_uri(f"sqlite:///{repo / 'mlflow.db'}")
-    model = mlflow.pyfunc.load_model(f"runs:/{by_name['train@dropout/seed0'].info.run_id}/model")
+    model = mlflow.pyfunc.load_model(f"runs:/{by_name['train@dropout-0'].info.run_id}/model")
     assert model.metadata.get_input_schema().inputs[0].shape == (-1, 28, 28)
     images, labels = load_split(repo / "data/split", "test")
     table = model.predict(images.numpy())
@@ -183,7 +204,7 @@ def test_mlflow_models_serve_answers_with_a_class_name(reproduced):
     repo, env, _ = reproduced
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("lenet5-variants")
-    (child,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'train@vanilla/seed0'")[:1]
+    (child,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'train@vanilla-0'")[:1]
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{child.info.run_id}/model"]

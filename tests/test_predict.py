@@ -8,24 +8,21 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import ROOT, shrunk_params, write_idx_folder
+from helpers import ROOT, shrunk_params, train_one, write_idx_folder
 from PIL import Image
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import predict
-from pipeline.io import save_torch
 from pipeline.params import validate
 from pipeline.predict import read_idx
-from pipeline.train import train_seed
 
 
 @pytest.fixture
 def checkpoint(split_dir, tmp_path):
     params = validate(shrunk_params("unused", **{"tracking.enabled": False, "train.epochs": 3}))
-    state, _ = train_seed(params, "vanilla", split_dir, seed=0)
     path = tmp_path / "models" / "vanilla" / "seed0.pt"
-    save_torch(path, state)
+    train_one(params, "vanilla", split_dir, 0, path)
     return path
 
 

@@ -100,7 +100,7 @@ def test_a_run_pushed_with_its_outputs_is_restored_from_the_run_cache_for_a_team
 
     mate = clone(tmp, env, "mate4")
     restored = run(["dvc", "exp", "run", "--pull", "-S", "model.dropout=0.6"], mate, env).stdout
-    assert "Stage 'train@dropout' is cached - skipping run" in restored, restored
+    assert "Stage 'train@dropout-0' is cached - skipping run" in restored, restored
     assert "Running stage 'train@" not in restored and "Running stage 'evaluate@" not in restored
     assert (mate / "metrics/dropout.json").read_text() == metrics
 

@@ -8,6 +8,7 @@ MLflow and observations/, which neither tracks.
 
 import json
 import re
+import sys
 
 import pytest
 from helpers import make_project, run, shrunk_params, write_idx_folder
@@ -41,19 +42,36 @@ def tracked_outputs(repo):
     return {str(p.relative_to(repo)): p.read_bytes() for p in files + [repo / "report.md", repo / "dvc.lock"]}
 
 
-def test_a_forced_rerun_of_every_stage_changes_no_byte(project):
+def test_a_clone_reproduces_every_byte_with_two_stages_at_once(project, tmp_path):
+    """`make run` in a fresh clone (no DVC cache: every stage runs), two train stages at once where the
+    committed record ran one at a time: the same bytes, and a clean `git status`."""
     repo, env = project
     before = tracked_outputs(repo)
     assert any(k.startswith("plots/figures/") for k in before) and "data/models/vanilla/seed1.pt" in before
-    forced = run(["dvc", "repro", "--force"], repo, env).stdout
-    assert forced.count("Running stage") == 3 + 2 * 2 + 1  # check, download, split; train and evaluate x 2; report
-    assert run(["git", "status", "--porcelain"], repo, env).stdout == ""
-    after = tracked_outputs(repo)
-    assert [k for k in before if before[k] != after.get(k)] == []
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], tmp_path, env)
+    ran = run([sys.executable, "scripts/repro.py"], clone, {**env, "PIPELINE_WORKERS": "2"}).stdout
+    assert ran.count(" done in ") == 2 * 2 and "train stages" not in ran  # no bar in a log
+    assert run(["git", "status", "--porcelain"], clone, env).stdout == ""
+    after = tracked_outputs(clone)
+    assert sorted(after) == sorted(before) and [k for k in before if before[k] != after[k]] == []
     # the observations of each run went where neither git nor DVC looks
-    observed = json.loads((repo / "observations/train/vanilla/seed0.json").read_text())
+    observed = json.loads((clone / "observations/train/vanilla/seed0.json").read_text())
     assert len(observed["seconds_per_epoch"]) == 2 and observed["mlflow_run_id"]
     assert "observations" in (repo / ".gitignore").read_text()
+
+
+def test_adding_a_seed_trains_that_seed_only(project):
+    repo, env = project
+    before = {name: json.loads((repo / f"metrics/{name}.json").read_text()) for name in ("vanilla", "dropout")}
+    out = run(["dvc", "exp", "run", "-n", "three-seeds", "-S", "train.seeds=[0,1,2]"], repo, env).stdout
+    ran = set(re.findall(r"Running stage '([^']+)'", out))
+    assert ran == {"check", "train@vanilla-2", "train@dropout-2", "evaluate@vanilla", "evaluate@dropout", "report"}
+    for name, old in before.items():
+        new = json.loads((repo / f"metrics/{name}.json").read_text())
+        assert new["seeds"] == 3 and all(new[f"test_acc_seed{s}"] == old[f"test_acc_seed{s}"] for s in (0, 1))
+    run(["git", "checkout", "--", "."], repo, env)  # back to the committed results for the next test
+    run(["dvc", "checkout", "--force"], repo, env)
 
 
 def test_metrics_diff_between_two_experiments_lists_only_results(project):
@@ -61,7 +79,8 @@ def test_metrics_diff_between_two_experiments_lists_only_results(project):
     for name, value in (("low", "0.1"), ("high", "0.5")):
         run(["dvc", "exp", "run", "-n", name, "-S", f"model.dropout={value}"], repo, env)
     diff = json.loads(run(["dvc", "metrics", "diff", "low", "high", "--json"], repo, env).stdout)
-    assert set(diff) == {"metrics/dropout.json"}  # only the variant that reads model.dropout changed
+    # only the variant that reads model.dropout changed, and so did its comparison with vanilla
+    assert set(diff) == {"metrics/dropout.json", "comparison.json"}
     keys = set(diff["metrics/dropout.json"])
     assert keys and {k for k in keys if not RESULT_KEY.match(k)} == set(), keys
     for path in (repo / "metrics").glob("*.json"):  # and no metrics file holds anything but results

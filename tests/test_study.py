@@ -44,19 +44,19 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
         variant["cnn"]["width"] = 4  # the real shapes are counted above; here only the pipeline matters
     repo, env = make_project(tmp_path, params, study)
 
-    default = run(["dvc", "repro"], repo, env).stdout  # what `make run` runs
-    assert "Running stage 'train@vanilla'" in default and "cnn" not in default
+    default = run(["dvc", "repro"], repo, env).stdout
+    assert "Running stage 'train@vanilla-0'" in default and "cnn" not in default
     assert not (repo / "study/metrics").exists()
     assert "study" not in run(["dvc", "status"], repo, env).stdout  # the main project never sees the study
 
     study_dir = repo / "study"
-    first = run(["dvc", "repro"], study_dir, env).stdout
-    assert "Running stage 'train@cnn2'" in first
+    first = run([sys.executable, "../scripts/repro.py"], study_dir, env).stdout  # what `make study` runs
+    assert "train@cnn2-0 done" in first and "Stage 'train@cnn2-0' didn't change" in first
     assert "Running stage 'train@vanilla" not in first and "Running stage 'split'" not in first
     for name in ("cnn2", "cnn4_flip"):
         metrics = json.loads((repo / f"study/metrics/{name}.json").read_text())
         assert metrics["seeds"] == 2 and metrics["parameters"] == count_parameters(
-            build_model(validate(study).variants[name], validate(study).model)
+            build_model(validate(study).variants[name], validate(study).run_config(name).model)
         )
     report = (repo / "study/report.md").read_text()
     assert "cnn2 − cnn4_flip" in report
@@ -74,8 +74,8 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "study"], repo, env)
     row = run(["dvc", "exp", "run", "-S", "variants.cnn2.cnn.kernel=5"], study_dir, env).stdout
-    assert "Running stage 'train@cnn2'" in row
-    assert "Stage 'train@cnn4_flip' didn't change" in row
+    assert "Running stage 'train@cnn2-0'" in row
+    assert "Stage 'train@cnn4_flip-0' didn't change" in row
     checkpoint = torch.load(study_dir / "data/models/cnn2/seed0.pt", weights_only=True)
     assert checkpoint["variant_params"]["cnn"]["kernel"] == 5
 

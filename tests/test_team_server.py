@@ -102,8 +102,8 @@ def test_a_pipeline_logs_to_the_team_server_and_the_champion_resolves(server, tm
     experiment = rest(url, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=lenet5-variants")["experiment"]
     runs = rest(url, "/api/2.0/mlflow/runs/search", {"experiment_ids": [experiment["experiment_id"]]})["runs"]
     by_name = {r["info"]["run_name"]: r for r in runs}
-    assert {"train@vanilla", "train@vanilla/seed0", "train@mlp/seed1"} <= set(by_name)
-    parent = by_name["train@vanilla"]
+    assert {"evaluate@vanilla", "train@vanilla-0", "train@mlp-1"} <= set(by_name)
+    parent = by_name["evaluate@vanilla"]
     metrics = json.loads((repo / "metrics/vanilla.json").read_text())
     logged = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
     assert logged["test_acc_mean"] == pytest.approx(metrics["test_acc_mean"])
@@ -124,4 +124,4 @@ def test_a_pipeline_logs_to_the_team_server_and_the_champion_resolves(server, tm
     alias = rest(url, "/api/2.0/mlflow/registered-models/alias?name=lenet5-fashion-mnist&alias=champion")
     version = alias["model_version"]
     assert {t["key"]: t["value"] for t in version["tags"]}["variant"] == best
-    assert version["run_id"] == by_name[f"train@{best}/seed0"]["info"]["run_id"]
+    assert version["run_id"] == by_name[f"train@{best}-0"]["info"]["run_id"]

@@ -18,6 +18,7 @@ from helpers import (
     run,
     shrunk_params,
     train_cmd,
+    train_one,
     wait_for_url,
     write_idx_folder,
     write_params,
@@ -25,7 +26,6 @@ from helpers import (
 
 from pipeline.errors import PipelineError
 from pipeline.params import validate
-from pipeline.train import train_variant
 
 
 def test_a_failing_stage_leaves_a_failed_run_not_a_running_one(split_dir, tmp_path, monkeypatch):
@@ -33,15 +33,10 @@ def test_a_failing_stage_leaves_a_failed_run_not_a_running_one(split_dir, tmp_pa
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     params_path = write_params(tmp_path, **{"train.lr": 1.0e12})
     with pytest.raises(PipelineError, match="diverged"):
-        train_variant(
-            validate(yaml.safe_load(params_path.read_text())), "vanilla", split_dir, tmp_path / "models", params_path
-        )
+        train_one(validate(yaml.safe_load(params_path.read_text())), "vanilla", split_dir, 0, tmp_path / "models/a.pt")
     mlflow.set_tracking_uri(uri)
     runs = mlflow.search_runs(experiment_names=["lenet5-variants"])
-    assert sorted(zip(runs["tags.mlflow.runName"], runs["status"])) == [
-        ("train@vanilla", "FAILED"),
-        ("train@vanilla/seed0", "FAILED"),
-    ]
+    assert sorted(zip(runs["tags.mlflow.runName"], runs["status"])) == [("train@vanilla-0", "FAILED")]
     assert not (tmp_path / "models").exists()
 
 
@@ -72,7 +67,7 @@ def test_tracking_disabled_needs_no_store(split_dir, tmp_path):
     subprocess.run(
         train_cmd(params, split_dir, tmp_path), cwd=ROOT, env=env, check=True, capture_output=True, timeout=120
     )
-    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt"]
 
 
 def start_mlflow_server(tmp_path, port):
@@ -152,16 +147,15 @@ def test_a_stage_logs_to_a_live_server(mlflow_server, split_dir, tmp_path):
         {"experiment_ids": [experiment_id], "filter": "tags.variant = 'mlp'"},
     )["runs"]
     by_name = {r["info"]["run_name"]: r for r in found}
-    assert sorted(by_name) == ["train@mlp", "train@mlp/seed0", "train@mlp/seed1"]
-    parent = by_name["train@mlp"]
-    for name in ("train@mlp/seed0", "train@mlp/seed1"):
-        run = by_name[name]
-        assert run["info"]["status"] == "FINISHED"
-        tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
-        assert tags["mlflow.parentRunId"] == parent["info"]["run_id"]
-        params = {p["key"]: p["value"] for p in run["data"]["params"]}
-        assert params["variant.arch"] == "mlp" and params["train.epochs"] == "2"
-        assert {m["key"] for m in run["data"]["metrics"]} >= {"val_acc", "train_loss", "lr"}
+    assert sorted(by_name) == ["train@mlp-0"]
+    run = by_name["train@mlp-0"]
+    assert run["info"]["status"] == "FINISHED"
+    tags = {t["key"]: t["value"] for t in run["data"]["tags"]}
+    assert tags["dvc_stage"] == "train@mlp-0" and tags["seed"] == "0"
+    params = {p["key"]: p["value"] for p in run["data"]["params"]}
+    assert params["architecture.arch"] == "mlp" and params["train.epochs"] == "2" and params["seed"] == "0"
+    assert "train.seeds" not in params  # the run config: what this seed's training read
+    assert {m["key"] for m in run["data"]["metrics"]} >= {"val_acc", "train_loss", "lr"}
 
 
 def start_training(params, split_dir, tmp_path, env, variant="mlp"):
@@ -198,7 +192,7 @@ def test_a_server_stopped_mid_run_is_a_warning_and_the_outputs_are_complete(mlfl
     warnings = stderr.strip().splitlines()
     assert 1 <= len(warnings) <= 2 and all(w.startswith("warning: MLflow: ") for w in warnings), stderr
     assert "the DVC outputs are complete" in warnings[0] and "Traceback" not in stderr
-    assert (tmp_path / "models" / "seed0.pt").is_file() and (tmp_path / "history.json").is_file()
+    assert (tmp_path / "models" / "seed0.pt").is_file()
 
     # The runs finished while the server was down; back up, the next command that opens the store says so
     client = mlflow.MlflowClient(url)
@@ -208,7 +202,7 @@ def test_a_server_stopped_mid_run_is_a_warning_and_the_outputs_are_complete(mlfl
         opened = predict_model_uri("models:/nosuch@x", {**os.environ, "MLFLOW_TRACKING_URI": url})
         assert "marked KILLED" not in opened.stdout, opened.stdout
         runs = client.search_runs(["1"])
-        assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}  # the parent and seed 0
+        assert len(runs) == 1 and {r.info.status for r in runs} == {"FINISHED"}
     finally:
         stop_server(server)
 
@@ -221,34 +215,28 @@ def predict_model_uri(uri, env):
 
 
 def test_sigkill_leaves_nothing_stuck_once_the_next_commands_run(split_dir, tmp_path):
-    """SIGKILL of the stage's process (the OOM killer): its workers die with it; the next command that opens
-    the store, whatever it is, ends its runs KILLED; the next write into its folder removes its temp folder."""
+    """SIGKILL of the stage's process (the OOM killer): the next command that opens the store, whatever
+    it is, ends its run KILLED; the next write into its folder removes a temp file it left."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PIPELINE_WORKERS": "2"}
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
     proc, log = start_training(write_params(tmp_path, **{"train.epochs": 300}), split_dir, tmp_path, env)
-    deadline = time.monotonic() + 120
-    while not all(f"mlp/seed{s} epoch" in log.read_text() for s in (0, 1)):  # both workers training
-        assert time.monotonic() < deadline, log.read_text()
-        time.sleep(0.1)
-    group = subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True, text=True).stdout.split()
-    os.kill(proc.pid, signal.SIGKILL)  # the stage's process alone: no clean-up of its own runs
+    wait_for_epochs(log, 1)
+    os.kill(proc.pid, signal.SIGKILL)  # no clean-up of its own run
     proc.wait()
-    deadline = time.monotonic() + 10
-    while [p for p in group if os.path.exists(f"/proc/{p}")] and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert len(group) >= 3 and not [p for p in group if os.path.exists(f"/proc/{p}")], "workers outlived the stage"
-    assert len(list(tmp_path.glob(".models.*.tmp"))) == 1
+    # what a kill during the checkpoint's write leaves: a temp file named after the dead process
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models" / f".seed0.pt.{proc.pid}.x1y2.tmp").write_bytes(b"half")
     client = mlflow.MlflowClient(uri)
     (experiment,) = client.search_experiments(filter_string="name = 'lenet5-variants'")
-    assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == ["RUNNING"] * 3
+    assert [r.info.status for r in client.search_runs([experiment.experiment_id])] == ["RUNNING"]
 
     opened = predict_model_uri("models:/nosuch@x", env)  # not a stage: it only opens the store
-    assert opened.returncode == 2 and opened.stdout.count("was left RUNNING by a dead process: marked KILLED") == 3
+    assert opened.returncode == 2 and opened.stdout.count("was left RUNNING by a dead process: marked KILLED") == 1
     assert {r.info.status for r in client.search_runs([experiment.experiment_id])} == {"KILLED"}
 
     again = train_stage(write_params(tmp_path), split_dir, tmp_path, uri)  # the stage, into the same folder
     assert again.returncode == 0, again.stderr
-    assert list(tmp_path.glob(".*.tmp")) == [] and (tmp_path / "models" / "seed1.pt").is_file()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt"]
 
 
 def test_relative_store_paths_resolve_against_the_repo_root(tmp_path, monkeypatch):
@@ -331,14 +319,14 @@ def test_a_run_left_running_by_a_killed_process_is_marked_killed_by_the_next(spl
     client = mlflow.MlflowClient(uri)
     (experiment,) = client.search_experiments(filter_string="name = 'lenet5-variants'")
     killed = client.search_runs([experiment.experiment_id])
-    assert {r.info.status for r in killed} == {"RUNNING"} and len(killed) == 2
+    assert {r.info.status for r in killed} == {"RUNNING"} and len(killed) == 1
 
     result = train_stage(write_params(tmp_path, **{"train.seeds": [0]}), split_dir, tmp_path, uri)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("was left RUNNING by a dead process: marked KILLED") == 2
+    assert result.stdout.count("was left RUNNING by a dead process: marked KILLED") == 1
     status = {r.info.run_id: r.info.status for r in client.search_runs([experiment.experiment_id])}
     assert all(status[r.info.run_id] == "KILLED" for r in killed)
-    assert sorted(status.values()) == ["FINISHED", "FINISHED", "KILLED", "KILLED"]
+    assert sorted(status.values()) == ["FINISHED", "KILLED"]
 
 
 @pytest.mark.slow
@@ -354,7 +342,7 @@ def test_a_server_stopped_between_stages_fails_the_next_stage_and_a_rerun_finish
     env["MLFLOW_TRACKING_URI"] = url = f"http://127.0.0.1:{port}"
     server = start_mlflow_server(tmp_path, port)
     try:
-        run(["dvc", "repro", "train@vanilla"], repo, env)
+        run(["dvc", "repro", "train@vanilla-0", "train@vanilla-1"], repo, env)
         checkpoints = {p.name: p.read_bytes() for p in (repo / "data/models/vanilla").iterdir()}
     finally:
         stop_server(server)
@@ -372,5 +360,5 @@ def test_a_server_stopped_between_stages_fails_the_next_stage_and_a_rerun_finish
         done = run(["dvc", "repro"], repo, env).stdout
     finally:
         stop_server(server)
-    assert "Running stage 'train@vanilla'" not in done and "Running stage 'evaluate@vanilla'" in done
+    assert "Running stage 'train@vanilla" not in done and "Running stage 'evaluate@vanilla'" in done
     assert (repo / "report.md").is_file() and json.loads((repo / "metrics/vanilla.json").read_text())["seeds"] == 2

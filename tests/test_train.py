@@ -4,14 +4,14 @@ import os
 
 import pytest
 import torch
-from helpers import shrunk_params
+import yaml
+from helpers import shrunk_params, train_one
 
 from pipeline.engine import ERASE_SCALE, erasing_boxes, random_erasing, random_shift
 from pipeline.errors import PipelineError
-from pipeline.evaluate import evaluate_variant
+from pipeline.evaluate import checkpoint_files, evaluate_variant, wide_history
 from pipeline.optim import make_scheduler
 from pipeline.params import validate
-from pipeline.train import train_seed, train_variant, wide_history
 
 
 def test_random_shift_equals_torch_roll_per_image():
@@ -73,11 +73,17 @@ def tiny_params(**overrides):
 
 def test_training_learns_and_keeps_the_best_val_loss_epoch_of_every_seed(split_dir, tmp_path):
     params = tiny_params(**{"train.epochs": 3, "train.hflip": True, "train.shift": 2})
-    histories = train_variant(params, "batchnorm", split_dir, tmp_path / "models")
+    histories = {
+        seed: train_one(params, "batchnorm", split_dir, seed, tmp_path / "models" / f"seed{seed}.pt")[1]
+        for seed in (0, 1)
+    }
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
-    metrics, confusion, per_class, counts, hits, latency = evaluate_variant(
-        tmp_path / "models", split_dir, 64, 2, 0.95, "cpu"
-    )
+    scores = evaluate_variant(checkpoint_files(tmp_path / "models", [0, 1]), split_dir, 64, 2, 0.95, "cpu")
+    metrics, counts, hits, latency = scores.metrics, scores.counts, scores.hits, scores.latency
+    confusion, per_class = scores.confusion, scores.per_class
+    assert scores.history == wide_history(histories)
+    with pytest.raises(PipelineError, match=r"no checkpoint .*seed2.pt: run `dvc repro train@models-2` first"):
+        checkpoint_files(tmp_path / "models", [0, 1, 2])
     for seed in (0, 1):
         best = min(histories[seed], key=lambda h: h["val_loss"])
         assert metrics[f"best_epoch_seed{seed}"] == best["epoch"]
@@ -131,7 +137,7 @@ def test_early_stopping_and_lr_on_plateau(split_dir):
             "train.scheduler_patience": 0,
         }
     )
-    checkpoint, history = train_seed(params, "vanilla", split_dir, seed=0)
+    checkpoint, history = train_one(params, "vanilla", split_dir, 0)
     assert checkpoint["best_epoch"] == 1 and len(history) == 4
     # epoch 1 sets the best; each later epoch is a plateau that halves the next lr
     assert [h["lr"] for h in history] == [1e-12, 1e-12, 5e-13, 2.5e-13]
@@ -151,14 +157,14 @@ def test_fixed_lr_schedules(split_dir, scheduler, lrs):
             "train.early_stopping_patience": 10,
         }
     )
-    _, history = train_seed(params, "mlp", split_dir, seed=0)
+    _, history = train_one(params, "mlp", split_dir, 0)
     assert [h["lr"] for h in history] == pytest.approx(lrs)
 
 
 @pytest.mark.parametrize("scheduler", ["onecycle", "cosine"])
 def test_per_batch_schedules_follow_torch_and_end_near_zero(split_dir, scheduler):
     params = tiny_params(**{"train.epochs": 3, "train.lr": 0.1, "train.scheduler": scheduler})
-    _, history = train_seed(params, "mlp", split_dir, seed=0)
+    _, history = train_one(params, "mlp", split_dir, 0)
     # the oracle: torch's own scheduler stepped once per batch (500 images / 64 = 8 batches an epoch)
     optimizer = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1, momentum=0.9)
     oracle = make_scheduler(optimizer, params.train, 3 * 8)
@@ -176,38 +182,33 @@ def test_diverging_loss_is_a_clear_error(split_dir):
     with pytest.raises(
         PipelineError, match=r"vanilla/seed0: the loss diverged .* lower train.lr \(now 1000000000000.0\)"
     ):
-        train_seed(tiny_params(**{"train.lr": 1.0e12}), "vanilla", split_dir, seed=0)
+        train_one(tiny_params(**{"train.lr": 1.0e12}), "vanilla", split_dir, 0)
 
 
 def test_same_seed_gives_identical_weights_and_metrics(split_dir):
     params = tiny_params(**{"train.hflip": True, "train.shift": 1})
-    runs = [train_seed(params, "dropout", split_dir, seed=0) for _ in range(2)]
+    runs = [train_one(params, "dropout", split_dir, 0) for _ in range(2)]
     (a, history_a), (b, history_b) = runs
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert history_a == history_b and "seconds" not in history_a[0]  # timings go to MLflow, never the history
-    other, _ = train_seed(params, "dropout", split_dir, seed=1)
+    other, _ = train_one(params, "dropout", split_dir, 1)
     assert not torch.equal(other["state_dict"]["conv1.weight"], a["state_dict"]["conv1.weight"])
 
 
-def test_two_worker_processes_give_the_same_checkpoints_as_one(split_dir, tmp_path, monkeypatch):
-    """A seed's result depends on its seed and thread count, not on which worker ran it."""
-    params = tiny_params()
-    for folder, count in (("one", "1"), ("two", "2")):
-        monkeypatch.setenv("PIPELINE_WORKERS", count)
-        train_variant(params, "vanilla", split_dir, tmp_path / folder)
-    for seed in (0, 1):  # byte for byte: the number of processes is not part of the result
-        assert (tmp_path / "one" / f"seed{seed}.pt").read_bytes() == (tmp_path / "two" / f"seed{seed}.pt").read_bytes()
+def test_how_many_train_stages_run_at_once_comes_from_the_machine(monkeypatch, tmp_path):
+    from scripts.repro import workers
 
-
-def test_how_many_seeds_train_at_once_comes_from_the_machine(monkeypatch):
-    from pipeline.train import workers
+    def params(threads, **per_variant):
+        variants = {name: {"train": {"threads": t}} for name, t in per_variant.items()}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"threads": threads}, "variants": variants}))
+        return tmp_path
 
     monkeypatch.delenv("PIPELINE_WORKERS", raising=False)
     cores = len(os.sched_getaffinity(0))
-    assert workers(3, 1) == min(3, 2 * cores) and workers(1, 1) == 1
-    assert workers(64, 1) == 2 * cores and workers(64, cores) == 2  # threads share the cores
+    assert workers(params(1)) == cores
+    assert workers(params(1, big=cores)) == 1  # the variant with the most threads sets the share
     monkeypatch.setenv("PIPELINE_WORKERS", "5")
-    assert workers(3, 1) == 3 and workers(8, 1) == 5
+    assert workers(params(1)) == 5
     monkeypatch.setenv("PIPELINE_WORKERS", "two")
-    with pytest.raises(PipelineError, match="PIPELINE_WORKERS must be a whole number >= 1, got 'two'"):
-        workers(3, 1)
+    with pytest.raises(SystemExit, match="PIPELINE_WORKERS must be a whole number >= 1, got 'two'"):
+        workers(params(1))

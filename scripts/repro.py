@@ -1,0 +1,158 @@
+"""`dvc repro` (or `dvc exp run`) with the seeds' train stages run as many at once as the cores allow.
+
+DVC runs one stage at a time, and one seed's training uses one core (train.threads:
+a param, since it changes the numerics). So this script first brings the stages
+that train@ stages depend on up to date (`dvc repro <them>`), then runs every
+train@<variant>-<seed> stage that `dvc status` calls changed, each as its own
+`dvc --wait-for-lock repro --single-item <stage>`, several at once: DVC releases its
+repository lock while a stage's command runs (dvc/stage/run.py, `unlocked_repo`)
+and takes it again to record the result, so each stage is recorded in dvc.lock and
+in the run-cache exactly as a plain `dvc repro` would. Last, the plain command runs
+what is left (evaluate, report), finding every train stage up to date.
+
+    python scripts/repro.py                          # = dvc repro, in parallel
+    python scripts/repro.py --pull                   # = dvc repro --pull
+    python scripts/repro.py --exp -S train.seeds=[0,1,2,3,4] [-n NAME]   # = dvc exp run -S ...
+    python scripts/repro.py --cd study               # the study's project
+
+How many at once: PIPELINE_WORKERS, else the cores (their affinity) divided by the
+largest train.threads. Each stage's output goes to observations/repro/<stage>.log
+(git-ignored); a failed stage's last lines are printed, the stages already running
+finish (their results are valid and recorded), no new one starts, and the exit
+status is DVC's.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, wait
+from concurrent.futures.thread import ThreadPoolExecutor
+from pathlib import Path
+
+import yaml
+from tqdm import tqdm
+
+
+def dvc(*args, cwd, capture=False):
+    """Run a dvc command in the project at `cwd`; its exit status, or (status, stdout) with capture."""
+    result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=capture, text=True)
+    return (result.returncode, result.stdout) if capture else result.returncode
+
+
+def apply_overrides(project, overrides):
+    """`-S [file:]key=value` into the params files, as `dvc exp run -S` does (DVC's own Hydra code)."""
+    from dvc.utils.hydra import apply_overrides as apply
+
+    by_file = {}
+    for override in overrides:
+        head, sep, rest = override.partition(":")
+        path, override = (head, rest) if sep and (project / head).is_file() else ("params.yaml", override)
+        by_file.setdefault(path, []).append(override)
+    for path, items in by_file.items():
+        apply(project / path, items)
+
+
+def stage_graph(project):
+    """(train stage names, the names of the stages they depend on, transitively), from DVC's own index."""
+    from dvc.repo import Repo
+
+    with Repo(str(project)) as repo:
+        graph = repo.index.graph
+        import networkx as nx
+
+        trains = [s for s in graph if s.addressing.startswith("train@")]
+        upstream = {u for s in trains for u in nx.descendants(graph, s)} - set(trains)  # edges point to deps
+        return [s.addressing for s in trains], sorted(s.addressing for s in upstream)
+
+
+def workers(project):
+    """PIPELINE_WORKERS, else the cores this process may use divided by the largest train.threads."""
+    chosen = os.environ.get("PIPELINE_WORKERS")
+    if chosen:
+        if not chosen.isdigit() or int(chosen) < 1:
+            sys.exit(f"error: PIPELINE_WORKERS must be a whole number >= 1, got {chosen!r}")
+        return int(chosen)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    threads = max(
+        [params["train"]["threads"]] + [v.get("train", {}).get("threads", 1) for v in params["variants"].values()]
+    )
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // threads)
+
+
+def run_parallel(project, stages, count, pull):
+    """Run `stages` (each `dvc repro -s`) with `count` at once; return the first failure's status, else 0."""
+    logs = project / "observations" / "repro"
+    logs.mkdir(parents=True, exist_ok=True)
+    pending, running, failed = list(stages), {}, 0
+
+    def one(stage):
+        start = time.perf_counter()
+        with open(logs / f"{stage}.log", "w") as log:
+            args = ["dvc", "--wait-for-lock", "repro", *(["--pull"] if pull else []), "--single-item", stage]
+            code = subprocess.run(args, cwd=project, stdout=log, stderr=subprocess.STDOUT).returncode
+        return stage, code, time.perf_counter() - start
+
+    start = time.perf_counter()
+    bar = tqdm(total=len(stages), desc=f"train stages, {count} at once", unit="stage", disable=None)
+    with ThreadPoolExecutor(count) as pool:
+        while pending or running:
+            while pending and len(running) < count and not failed:
+                stage = pending.pop(0)
+                running[pool.submit(one, stage)] = stage
+            if not running:
+                break
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                del running[future]
+                stage, code, seconds = future.result()
+                bar.update()
+                if code:
+                    tail = (logs / f"{stage}.log").read_text().splitlines()[-6:]
+                    tqdm.write(f"{stage} failed (exit {code}); the end of {logs / stage}.log:")
+                    tqdm.write("\n".join(f"  {line}" for line in tail))
+                    failed = failed or code
+                elif bar.disable:
+                    print(f"{stage} done in {seconds:.0f} s", flush=True)
+    bar.close()
+    print(f"{len(stages)} train stage(s) in {time.perf_counter() - start:.0f} s, {count} at once", flush=True)
+    return failed
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cd", default=".", help="the DVC project's folder (default: here; the study: study)")
+    parser.add_argument("--pull", action="store_true", help="pull what a remote holds instead of training it")
+    parser.add_argument("--exp", action="store_true", help="end with `dvc exp run` (an experiment), not `dvc repro`")
+    parser.add_argument("-S", "--set-param", action="append", default=[], help="[file:]key=value, as dvc exp run -S")
+    parser.add_argument("-n", "--name", help="the experiment's name (with --exp)")
+    args = parser.parse_args()
+    project = Path(args.cd).resolve()
+    if (args.set_param or args.name) and not args.exp:
+        parser.error("-S and -n make an experiment: add --exp (or use `dvc exp run`)")
+    pull = ["--pull"] if args.pull else []
+    try:
+        if args.set_param:
+            apply_overrides(project, args.set_param)
+        trains, upstream = stage_graph(project)
+        if upstream and dvc("repro", *pull, *upstream, cwd=project):
+            return 1
+        code, out = dvc("status", "--json", *trains, cwd=project, capture=True)
+        if code:
+            return code
+        stale = [stage for stage in trains if stage in json.loads(out or "{}")]
+        count = min(workers(project), max(1, len(stale)))
+        if stale and run_parallel(project, stale, count, args.pull):
+            return 1
+        if args.exp:
+            return dvc("exp", "run", *(["-n", args.name] if args.name else []), cwd=project)
+        return dvc("repro", *pull, cwd=project)
+    except KeyboardInterrupt:  # Ctrl-C reached every stage too: each said what it left
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
