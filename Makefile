@@ -60,4 +60,4 @@ test-fast: setup
 # `make exps REV=<commit>` for the experiments of an older commit, `make exps STUDY=1` for the study's.
 exps: setup
 	dvc $(if $(STUDY),--cd study) exp show --only-changed --md $(if $(REV),--rev $(REV)) \
-	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|(data|plots)/|metrics$$|pipeline/|Created'
+	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|comparison.json:[^.]*[.](?!verdict$$).*|(data|plots)/|metrics$$|pipeline/|Created'

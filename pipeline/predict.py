@@ -11,13 +11,22 @@ runs:/<run id>/model, models:/m-<id>), loaded from the project's MLflow store
 (MLFLOW_TRACKING_URI when set, else ./mlflow.db) as the logged pyfunc, which
 takes the raw uint8 images and does the padding and normalisation itself.
 
-Not a DVC stage: it changes no result. Writes a CSV (one row per image: where
-it came from, the predicted class, the probability of each class, and the
-label when known); with labels it prints the accuracy and the confusion
-matrix. Image files are prepared as the training data was: grayscale,
-28x28 (resized when another size), then padded and normalised with the
-checkpoint's own mean and std. Fashion-MNIST shows light objects on a dark
-background: photos of dark objects on white need inverting first.
+Not a DVC stage: it changes no result. Prints each image's class and its
+probability (the first 20; all of them in the CSV), and writes a CSV (one row
+per image: where it came from, the predicted class, the probability of each
+class, and the label when known); with labels it prints the accuracy and the
+confusion matrix.
+
+Image files are prepared as the dataset's images are: grayscale, a light
+object on a dark background, square, 28x28. `--invert auto` (the default)
+judges the polarity from the image's border, the background: a light border
+(median above 127) means a dark object on a light background, a photo of a
+shoe on a white table, and the image is inverted (the printed line says so);
+`--invert yes` / `no` decide instead. A non-square image is padded to a
+square with its background before it is resized, so a shoe is not squashed.
+IDX files are the datasets' own format and are taken as they are.
+torch, pandas and the model load only after the arguments are parsed:
+`--help` and a bad argument answer at once.
 """
 
 import argparse
@@ -27,23 +36,18 @@ import re
 import sys
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
-from tqdm import tqdm
-
-from pipeline.checkpoint import load_checkpoint
-from pipeline.data import load_split, to_model_input
 from pipeline.errors import PipelineError, run_stage
-from pipeline.io import atomic_path, read_json
-from pipeline.runtime import setup_torch
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
-IDX_TYPES = {0x08: np.uint8}  # the IDX type codes the MNIST family uses
+IDX_TYPES = {0x08: "uint8"}  # the IDX type codes the MNIST family uses
+INVERT = ("auto", "yes", "no")
+SHOWN = 20  # images printed one per line; the CSV has every one
 
 
 def read_idx(path):
     """An IDX file (gzipped or not) as a numpy array: images [N, 28, 28] or labels [N]."""
+    import numpy as np
+
     data = Path(path).read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
@@ -57,16 +61,35 @@ def read_idx(path):
     return body.reshape(shape)
 
 
+def prepare_image(gray, invert="auto"):
+    """uint8 [H, W] -> (uint8 [28, 28], inverted?): a light object on a dark background, padded square, 28x28."""
+    import numpy as np
+    from PIL import Image
+
+    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
+    inverted = invert == "yes" or (invert == "auto" and float(np.median(border)) > 127)
+    if inverted:
+        gray, border = 255 - gray, 255 - border
+    height, width = gray.shape
+    if height != width:  # pad with the background, centred, so that resizing keeps the shape
+        side = max(height, width)
+        square = np.full((side, side), int(np.median(border)), dtype=np.uint8)
+        top, left = (side - height) // 2, (side - width) // 2
+        square[top : top + height, left : left + width] = gray
+        gray = square
+    if gray.shape != (28, 28):
+        gray = np.asarray(Image.fromarray(gray).resize((28, 28), Image.Resampling.LANCZOS), dtype=np.uint8)
+    return gray, inverted
+
+
 def read_image(path):
-    """One image file as uint8 [28, 28], converted and resized as the training data is; one line if unreadable."""
+    """One image file as uint8 [H, W] grayscale; one line if unreadable."""
+    import numpy as np
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(path) as image:
-            gray = image.convert("L")
-            if gray.size != (28, 28):
-                gray = gray.resize((28, 28), Image.Resampling.LANCZOS)
-            return np.asarray(gray, dtype=np.uint8)
+            gray = np.asarray(image.convert("L"), dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as e:
         raise PipelineError(
             f"{path} cannot be read as an image ({type(e).__name__}); give PNG, JPEG or IDX files"
@@ -76,11 +99,16 @@ def read_image(path):
             f"{path} is larger than PIL reads ({2 * Image.MAX_IMAGE_PIXELS:,} pixels at most, against "
             "decompression bombs); shrink it first (it becomes 28x28 anyway)"
         ) from None
+    return gray
 
 
-def gather_images(paths):
-    """(images uint8 [N, 28, 28], source names): IDX files, image files, and folders of image files."""
-    images, sources = [], []
+def gather_images(paths, invert="auto"):
+    """(images uint8 [N, 28, 28], source names, {source: inverted?} of the image files): IDX files, image
+    files, and folders of image files."""
+    import numpy as np
+    import torch
+
+    images, sources, inverted = [], [], {}
     for given in map(Path, paths):
         if not given.exists():
             raise PipelineError(f"{given}: no such file or folder")
@@ -92,7 +120,8 @@ def gather_images(paths):
             files = [given]
         for path in files:
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(read_image(path)[None])
+                image, inverted[str(path)] = prepare_image(read_image(path), invert)
+                images.append(image[None])
                 sources.append(str(path))
             else:
                 block = read_idx(path)
@@ -100,20 +129,27 @@ def gather_images(paths):
                     raise PipelineError(f"{path}: IDX images must be N x 28 x 28, got {block.shape}")
                 images.append(block)
                 sources += [f"{path}:{i}" for i in range(len(block))]
-    return torch.from_numpy(np.concatenate(images)), sources
+    return torch.from_numpy(np.concatenate(images)), sources, inverted
 
 
-@torch.no_grad()
 def in_batches(probabilities_of, images, classes, batch_size=1024):
     """Class probabilities [N, classes] for uint8 images [N, 28, 28]: probabilities_of(batch), with a progress bar."""
+    import torch
+    from tqdm import tqdm
+
     out = []
-    for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=None):
-        out.append(probabilities_of(images[start : start + batch_size]))
+    with torch.no_grad():
+        for start in tqdm(range(0, len(images), batch_size), desc="predict", unit="batch", disable=None):
+            out.append(probabilities_of(images[start : start + batch_size]))
     return torch.cat(out) if out else torch.zeros(0, len(classes))
 
 
 def checkpoint_probabilities(model, normalisation, device):
     """batch -> probabilities through the checkpoint's model, padded and normalised as in training."""
+    import torch
+
+    from pipeline.data import to_model_input
+
     return lambda batch: torch.softmax(model(to_model_input(batch, *normalisation, device)), 1).cpu()
 
 
@@ -147,11 +183,16 @@ def load_logged_model(uri):
 
 def logged_model_probabilities(model, classes):
     """batch -> probabilities through the logged pyfunc, which takes the raw uint8 images."""
+    import numpy as np
+    import torch
+
     columns = [f"p_{c}" for c in classes]
     return lambda batch: torch.from_numpy(model.predict(batch.numpy())[columns].to_numpy(dtype=np.float32))
 
 
 def predictions_table(probabilities, classes, sources, labels=None):
+    import pandas as pd
+
     table = pd.DataFrame({"source": sources, "predicted": [classes[i] for i in probabilities.argmax(1).tolist()]})
     if labels is not None:
         table["label"] = [classes[i] for i in labels.tolist()]
@@ -174,11 +215,26 @@ def main():
     parser.add_argument("--split", default="data/split", help="the split folder: the test split and the class names")
     parser.add_argument("--out", default="predictions.csv", help="the CSV to write (default: predictions.csv)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default: 2)")
+    parser.add_argument(
+        "--invert",
+        choices=INVERT,
+        default="auto",
+        help="image files: invert them to a light object on dark, as the dataset (auto: when the border is light)",
+    )
     args = parser.parse_args()
     if Path(args.out).is_dir():
         raise PipelineError(
             f"--out {args.out} is a folder; give a file to write, e.g. {Path(args.out) / 'predictions.csv'}"
         )
+    import numpy as np
+    import pandas as pd
+    import torch
+
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.data import load_split
+    from pipeline.io import atomic_path, read_json
+    from pipeline.runtime import setup_torch
+
     device = setup_torch(args.threads)
     from_mlflow = is_model_uri(args.checkpoint)
     if from_mlflow:
@@ -189,13 +245,13 @@ def main():
         classes = checkpoint.get("classes") or read_json(Path(args.split) / "meta.json")["classes"]
         by = f"{checkpoint['variant']} seed {checkpoint['seed']}"
     if args.images:
-        images, sources = gather_images(args.images)
+        images, sources, inverted = gather_images(args.images, args.invert)
         labels = torch.from_numpy(read_idx(args.labels).astype(np.int64)) if args.labels else None
         if labels is not None and len(labels) != len(images):
             raise PipelineError(f"{args.labels} holds {len(labels)} labels for {len(images)} images")
     else:
         images, labels = load_split(args.split, "test")
-        sources = [f"test:{i}" for i in range(len(images))]
+        sources, inverted = [f"test:{i}" for i in range(len(images))], {}
     if from_mlflow:
         probabilities_of = logged_model_probabilities(logged, classes)
     else:
@@ -204,7 +260,11 @@ def main():
     table = predictions_table(probabilities, classes, sources, labels)
     with atomic_path(args.out) as tmp:
         table.to_csv(tmp, index=False)
-    print(f"{len(table)} predictions by {by} -> {args.out}")
+    for row, p in zip(table.head(SHOWN).itertuples(), probabilities[:SHOWN].max(1).values.tolist()):
+        note = ", inverted: a light background (--invert no keeps it)" if inverted.get(row.source) else ""
+        print(f"{row.source}: {row.predicted} ({p:.2%}){note}")
+    more = f" ({len(table) - SHOWN} more in the CSV)" if len(table) > SHOWN else ""
+    print(f"{len(table)} predictions by {by} -> {args.out}{more}")
     if labels is not None:
         accuracy = (table["predicted"] == table["label"]).mean()
         print(f"accuracy {accuracy:.4f} on {len(table)} labelled images")

@@ -12,10 +12,12 @@ https://mlflow.org/docs/latest/ml/traditional-ml/creating-custom-pyfunc/
 
 from pathlib import Path
 
+import mlflow.models
 import mlflow.pyfunc
 import numpy as np
 
-PIPELINE = Path(__file__).parent  # shipped with the model (code_paths): the pyfunc imports pipeline.*
+SOURCE = Path(__file__)  # MLflow logs this file as the model's code ("models from code")
+PIPELINE = SOURCE.parent  # shipped with the model (code_paths): the pyfunc imports pipeline.*
 
 
 class RawImageClassifier(mlflow.pyfunc.PythonModel):
@@ -54,3 +56,8 @@ def signature(classes):
         inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, 28, 28))]),
         outputs=Schema([ColSpec("string", "class"), *(ColSpec("double", f"p_{name}") for name in classes)]),
     )
+
+
+# What MLflow loads when it runs this file as the logged model's code
+# (https://mlflow.org/docs/latest/ml/model/models-from-code/); harmless on import.
+mlflow.models.set_model(RawImageClassifier())

@@ -165,6 +165,8 @@ def open_store(params):
     """(mlflow, experiment id) of the configured store, or None when tracking is off."""
     if not params.tracking.enabled:
         return None
+    # MLflow's artifact progress bars, like ours (tqdm's disable=None), only on a terminal
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(sys.stderr.isatty()).lower())
     import mlflow
 
     uri = tracking_uri()
@@ -373,7 +375,9 @@ class Run:
                 warnings.filterwarnings("ignore", ".*input example was not provided", UserWarning)
                 mlflow.pyfunc.log_model(
                     name="model",
-                    python_model=serving.RawImageClassifier(),
+                    # a model from code (serving.py ends with set_model), not a pickled object:
+                    # loading it runs our reviewed file, not CloudPickle's bytes (MLflow warns)
+                    python_model=str(serving.SOURCE),
                     artifacts={"checkpoint": str(path)},
                     code_paths=[str(serving.PIPELINE)],
                     signature=serving.signature(checkpoint["classes"]),

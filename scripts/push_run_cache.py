@@ -48,7 +48,9 @@ def main():
         share_remotes(args.project)
         os.chdir(args.project)
     remote = ["-r", args.remote] if args.remote else []
-    subprocess.run(["dvc", "push", "--run-cache", *remote], check=True)
+    if subprocess.run(["dvc", "push", "--run-cache", *remote]).returncode:
+        # DVC said why (no bucket, no credentials, a wrong endpoint): docs/team.md has each way out
+        sys.exit("error: `dvc push --run-cache` failed (its message above); see docs/team.md, 'The remote'")
 
     from dvc.repo import Repo
 
@@ -61,7 +63,10 @@ def main():
                     objects |= objs
             except Exception as e:  # an output gone from the local cache (dvc gc): skip that record
                 print(f"skipped run record {record[1][:12]}: {type(e).__name__}: {e}", file=sys.stderr)
-        result = repo.cloud.push(objects, remote=args.remote)
+        try:
+            result = repo.cloud.push(objects, remote=args.remote)
+        except Exception as e:  # the remote went away between the two pushes: one line, not a traceback
+            sys.exit(f"error: pushing the run records' outputs failed ({type(e).__name__}: {str(e).splitlines()[0]})")
     print(f"{len(records)} run records: {len(result.transferred)} outputs pushed, {len(result.failed)} failed")
     sys.exit(1 if result.failed else 0)
 

@@ -1,6 +1,7 @@
 """Shared fixtures, built from tests/helpers.py: synthetic IDX files, a split folder, a temp project."""
 
 import os
+import tempfile
 
 import pytest
 from helpers import compile_kernels_once, make_project, shrunk_params, synthetic_images, write_idx_folder
@@ -8,6 +9,10 @@ from helpers import compile_kernels_once, make_project, shrunk_params, synthetic
 # One training process per stage, in this process and the commands it starts (as helpers.project_env):
 # the tests run two files at once on 2 cores. A test that wants the process pool sets it itself.
 os.environ.setdefault("PIPELINE_WORKERS", "1")
+# A stage run from the checkout (cwd=ROOT) writes its observations/ and, with tracking on and no
+# MLFLOW_TRACKING_URI, its MLflow store under the repo root: point that at a folder of the test
+# session's own, never at the developer's workspace. Temp projects drop it (helpers.project_env).
+os.environ["DVC_ROOT"] = tempfile.mkdtemp(prefix="pipeline-tests-root-")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -220,6 +220,7 @@ def stop_queue_workers(repo):
 def project_env(repo):
     env = dict(os.environ)
     env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("DVC_ROOT", None)  # conftest's, for stages run from the checkout: DVC sets the project's own
     venv_bin = str(Path(sys.executable).parent)
     env.update(
         PATH=f"{venv_bin}{os.pathsep}{env['PATH']}",

@@ -98,12 +98,15 @@ def test_repro_writes_every_output(reproduced):
 
 
 def test_a_whole_run_logs_no_python_warning(reproduced):
-    """A non-interactive log stays quiet: no library warning in any stage (MLflow's pyfunc, torch, numba)."""
+    """A non-interactive log stays quiet: no library warning or progress bar in any stage (MLflow's pyfunc and
+    artifact downloads, torch, numba)."""
     repo, _, result = reproduced
     stages = sorted((repo / "observations/repro").glob("train@*.log"))  # the train stages' own logs
     assert len(stages) == 2 * len(VARIANTS)
     log = result.stdout + result.stderr + "".join(path.read_text() for path in stages)
-    assert "Running stage 'train@" in log and not re.search(r"\w+Warning\b", log), log
+    assert "Running stage 'train@" in log, log
+    # no Python warning, no library's WARNING log line (MLflow's CloudPickle notice), no progress bar
+    assert not re.search(r"\w+Warning\b|\bWARNING\b|Downloading artifacts|\d+it/s\]", log), log
 
 
 def test_metrics_show_has_one_row_per_variant(reproduced):

@@ -1,6 +1,7 @@
 """pipeline.predict against an oracle: the same checkpoint scored by the engine, on IDX files and PNG files."""
 
 import gzip
+import re
 import subprocess
 import sys
 
@@ -15,7 +16,7 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import predict
 from pipeline.params import validate
-from pipeline.predict import read_idx
+from pipeline.predict import prepare_image, read_idx
 
 
 @pytest.fixture
@@ -142,3 +143,53 @@ def test_an_oversized_image_and_a_folder_as_output_are_one_line_each(checkpoint,
         f"error: --out {folder} is a folder; give a file to write, e.g. {folder / 'predictions.csv'}"
     ]
     assert list(folder.iterdir()) == [] and not (tmp_path / "p.csv").exists()
+
+
+def test_a_dark_object_on_a_light_background_is_inverted_and_a_wide_image_padded_not_squashed():
+    # a 10 x 20 photo: white background, a black 10 x 10 square in the middle (a dark shoe on a white table)
+    photo = np.full((10, 20), 255, dtype=np.uint8)
+    photo[:, 5:15] = 0
+    image, inverted = prepare_image(photo, "auto")
+    assert inverted and image.shape == (28, 28)
+    # the oracle, by hand: inverted (object 255 on 0), padded to 20 x 20 with 5 background rows above and
+    # below, then 20 -> 28: the square covers rows and columns 7..21, and stays a square
+    bright = np.argwhere(image > 127)
+    rows, cols = bright[:, 0], bright[:, 1]
+    assert (rows.min(), rows.max()) == (cols.min(), cols.max()) == (7, 20)
+    assert image[:5].max() < 30 and image[:, :5].max() < 30  # the padding is the (inverted) background
+    kept, inverted = prepare_image(photo, "no")
+    assert not inverted and kept[14, 14] < 30 and kept[0, 0] > 200
+    assert prepare_image(255 - photo, "auto")[1] is False  # already light on dark
+
+
+def test_predict_prints_each_images_class_and_inverts_a_dark_on_light_photo(checkpoint, split_dir, tmp_path):
+    write_idx_folder(tmp_path / "idx")
+    images = read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz")
+    Image.fromarray(images[0]).save(tmp_path / "as_in_the_dataset.png")
+    Image.fromarray(255 - images[0]).save(tmp_path / "dark_on_light.png")  # the same garment, as a photo
+    args = ["--split", split_dir, "--out", tmp_path / "p.csv", "--threads", 1, "--images"]
+    result = predict_cli(checkpoint, *args, tmp_path / "as_in_the_dataset.png", tmp_path / "dark_on_light.png")
+    assert result.returncode == 0, result.stderr
+    first, second, summary = result.stdout.splitlines()[-3:]
+    expected = str(oracle_predictions(checkpoint, torch.from_numpy(images[:1].copy())).item())
+    assert re.fullmatch(rf"{re.escape(str(tmp_path))}/as_in_the_dataset.png: {expected} \(\d+\.\d\d%\)", first)
+    assert re.fullmatch(
+        rf"{re.escape(str(tmp_path))}/dark_on_light.png: {expected} \(\d+\.\d\d%\), inverted: a light background "
+        r"\(--invert no keeps it\)",
+        second,
+    )
+    assert summary.startswith("2 predictions by vanilla seed 0 -> ")
+    kept = predict_cli(checkpoint, *args, tmp_path / "dark_on_light.png", "--invert", "no")
+    assert kept.returncode == 0 and "inverted" not in kept.stdout
+
+
+def test_help_answers_without_loading_torch():
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "pipeline.predict", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0 and "--invert {auto,yes,no}" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if "|" in line}
+    assert not {"torch", "pandas", "numpy", "mlflow"} & imported

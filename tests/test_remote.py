@@ -115,3 +115,30 @@ def test_an_unreachable_remote_fails_with_dvcs_message_and_loses_nothing(team):
     finally:
         (repo / ".dvc/config.local").unlink()
     assert digest(repo / "data/models/vanilla/seed0.pt") == before
+
+
+@pytest.mark.parametrize(
+    "bucket, credentials, dvc_says",
+    [
+        ("no-such-bucket", True, "NoSuchBucket"),  # docs/team.md's first step not taken: the bucket
+        (BUCKET, False, "Unable to locate credentials"),  # no AWS_* in the environment
+    ],
+    ids=["no-bucket", "no-credentials"],
+)
+def test_make_push_failing_is_dvcs_message_and_one_line(team, s3_url, bucket, credentials, dvc_says):
+    tmp, repo, env, _ = team
+    env = env if credentials else {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    env = {**env, "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "none"), "AWS_CONFIG_FILE": str(tmp / "none")}
+    run(["dvc", "remote", "add", "--local", "elsewhere", f"s3://{bucket}/store"], repo, env)
+    run(["dvc", "remote", "modify", "--local", "elsewhere", "endpointurl", s3_url], repo, env)
+    try:
+        result = run(
+            [sys.executable, str(ROOT / "scripts/push_run_cache.py"), "-r", "elsewhere"], repo, env, check=False
+        )
+    finally:
+        run(["dvc", "remote", "remove", "--local", "elsewhere"], repo, env)
+    text = result.stdout + result.stderr
+    assert result.returncode == 1 and dvc_says in text and "Traceback" not in text, text
+    assert result.stderr.rstrip().splitlines()[-1] == (
+        "error: `dvc push --run-cache` failed (its message above); see docs/team.md, 'The remote'"
+    )

@@ -26,15 +26,16 @@ from pipeline.stats import (
     with_test_set,
 )
 
-SETTINGS = Report(baseline="vanilla", confidence=0.95, still_improving=0.005, margin=0.003, power=0.8)
+SETTINGS = Report(baseline="vanilla", confidence=0.95, still_improving=0.005, margin=0.003, power=0.8, looks=[3])
 
 
-def compare(results, baseline="vanilla", confidence=0.95, margin=0.003, draws=2000):
-    return comparisons(results, baseline, confidence, margin, 0.8, draws)
+def compare(results, baseline="vanilla", confidence=0.95, margin=0.003, looks=1, draws=2000):
+    return comparisons(results, baseline, confidence, margin, 0.8, looks, draws)
 
 
 def text_of(results, settings=SETTINGS, names=("test_accuracy",)):
-    compared = comparisons(results, settings.baseline, settings.confidence, settings.margin, settings.power)
+    looks = len(settings.looks)
+    compared = comparisons(results, settings.baseline, settings.confidence, settings.margin, settings.power, looks)
     return report_text(results, settings, compared, Path("plots"), list(names))
 
 
@@ -146,6 +147,20 @@ def test_the_case_that_disagreed_with_unadjusted_intervals():
     assert oracle.confidence_interval(0.95).high < 0  # what the report printed before
     # m = 4: mlp (p = 0.0008) passes at 0.05/4; dropout is next, fails at 0.05/3, and Holm stops there
     assert row["ci_high"] == pytest.approx(oracle.confidence_interval(1 - 0.05 / 3).high)
+
+
+def test_looks_split_alpha_bonferroni_style():
+    """Two looks: every test at 0.05 / 2. A difference with Welch p between 0.025 and 0.05 is better at one look
+    and undecided at two, and its interval widens to the 97.5% one."""
+    accuracies = {"vanilla": [0.900, 0.905, 0.910], "batchnorm": [0.912, 0.917, 0.922]}
+    oracle = scipy_stats.ttest_ind(accuracies["batchnorm"], accuracies["vanilla"], equal_var=False)
+    assert 0.025 < oracle.pvalue < 0.05
+    one, two = (compare(results_from(accuracies), looks=n).loc["batchnorm"] for n in (1, 2))
+    assert one["verdict"] == "better" and two["verdict"] == "undecided"
+    assert two["ci_low"] == pytest.approx(oracle.confidence_interval(1 - 0.05 / 2).low)
+    assert two["seeds_needed"] >= 4  # undecided at 3 seeds: the count that would decide it, at alpha / 2
+    text = text_of(results_from(accuracies), SETTINGS.model_copy(update={"looks": [3, 5]}))
+    assert "alpha = 0.05 / 2 looks = 0.025" in text
 
 
 def test_verdicts():

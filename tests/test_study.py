@@ -96,7 +96,8 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     header = [cell.strip() for cell in next(line for line in table if line.startswith("| Experiment")).split("|")]
     kernel = "variants.cnn2.cnn.kernel"
     means = {f"metrics/cnn2.json:{m}_acc_mean" for m in ("test", "val")}  # shown where they differ
-    assert kernel in header and set(header) <= {"", "Experiment", kernel} | means, header
+    verdicts = {h for h in header if h.startswith("comparison.json:") and h.endswith(".verdict")}
+    assert kernel in header and set(header) <= {"", "Experiment", kernel} | means | verdicts, header
 
     # a study checkpoint feeds predict like any other
     run(["python", "-m", "pipeline.predict", "study/data/models/cnn4_flip/seed1.pt", "--out", "p.csv"], repo, env)
