@@ -148,11 +148,14 @@ def seeds_to_decide(a, b, margin, alpha, power, cap=1000):
     """Seeds per variant that would decide a comparison with `power`, if the observed difference and spreads hold.
 
     Outside the margin (|diff| >= margin) the decision is a difference: the
-    two-sample t-test's sample size (statsmodels' TTestIndPower) for the
-    effect |diff| / sd. Inside it, equivalence: the smallest n whose TOST power
-    (tost_power) reaches `power`. sd pools the two sides' variances. Returns
-    None when neither side has spread, and cap + 1 when more than `cap` seeds
-    would be needed (a difference too close to the margin to decide).
+    smallest n at which the two-sample t-test (statsmodels' TTestIndPower, for
+    the effect |diff| / sd) reaches `power`. Inside it, equivalence: the
+    smallest n whose TOST power (tost_power) reaches `power`. Both powers grow
+    with n, so both are bisected over whole seed counts (TTestIndPower's own
+    solve_power hands a root finder a real n, and returned NaN for a large
+    effect at a small alpha). sd pools the two sides' variances. Returns None
+    when neither side has spread, and cap + 1 when more than `cap` seeds would
+    be needed (a difference too close to the margin to decide).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     diff = float(a.mean() - b.mean())
@@ -160,14 +163,22 @@ def seeds_to_decide(a, b, margin, alpha, power, cap=1000):
     if sd == 0:
         return None
     if abs(diff) >= margin:
-        n = TTestIndPower().solve_power(effect_size=abs(diff) / sd, alpha=alpha, power=power, ratio=1.0)
-        return min(int(np.ceil(n)), cap + 1)
-    if tost_power(diff, sd, cap, margin, alpha) < power:
+        effect = abs(diff) / sd
+
+        def power_at(n):  # NaN where the noncentral t's tail underflows: power ~1 there (it grows with n)
+            value = TTestIndPower().power(effect_size=effect, nobs1=n, alpha=alpha, ratio=1.0)
+            return 1.0 if np.isnan(value) else value
+    else:
+
+        def power_at(n):
+            return tost_power(diff, sd, n, margin, alpha)
+
+    if power_at(cap) < power:
         return cap + 1
-    low, high = 1, cap  # TOST's power grows with n: bisect for the smallest n that reaches `power`
+    low, high = 1, cap  # power_at(high) >= power; n = 1 has no spread to test with
     while high - low > 1:
         middle = (low + high) // 2
-        low, high = (low, middle) if tost_power(diff, sd, middle, margin, alpha) >= power else (middle, high)
+        low, high = (low, middle) if power_at(middle) >= power else (middle, high)
     return high
 
 

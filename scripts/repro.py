@@ -63,9 +63,10 @@ def stage_graph(project):
         graph = repo.index.graph
         import networkx as nx
 
-        trains = [s for s in graph if s.addressing.startswith("train@")]
+        # names, not addressings: an addressing is relative to the working folder ("study/dvc.yaml:train@...")
+        trains = [s for s in graph if s.name.startswith("train@")]
         upstream = {u for s in trains for u in nx.descendants(graph, s)} - set(trains)  # edges point to deps
-        return [s.addressing for s in trains], sorted(s.addressing for s in upstream)
+        return [s.name for s in trains], sorted(s.name for s in upstream)
 
 
 def workers(project):

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = [
     "pipeline",
     "scripts/repro.py",
+    "scripts/decide.py",
     "dvc.yaml",
     "params.yaml",
     ".dvc/config",

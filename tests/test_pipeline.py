@@ -58,7 +58,7 @@ def test_repro_writes_every_output(reproduced):
         blob = torch.load(repo / f"data/split/{split}.pt", weights_only=True)
         assert blob["images"].shape == (size, 28, 28) and blob["images"].dtype == torch.uint8
     for name in VARIANTS:
-        assert sorted(p.name for p in (repo / f"data/models/{name}").iterdir()) == ["seed0.pt", "seed1.pt"]
+        assert sorted(p.name for p in (repo / f"data/models/{name}").glob("*.pt")) == ["seed0.pt", "seed1.pt"]
         metrics = json.loads((repo / f"metrics/{name}.json").read_text())
         assert metrics["seeds"] == 2
         for key in ("test_acc", "val_acc", "test_loss", "val_loss", "train_acc"):
@@ -113,7 +113,7 @@ def test_metrics_show_has_one_row_per_variant(reproduced):
     repo, env, _ = reproduced
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], repo, env).stdout)
     files = shown[""]["data"]
-    assert sorted(files) == sorted(f"metrics/{name}.json" for name in VARIANTS)
+    assert sorted(files) == sorted([f"metrics/{name}.json" for name in VARIANTS] + ["comparison.json"])
 
 
 def test_repro_again_does_nothing(reproduced):
@@ -242,7 +242,9 @@ def test_predict_takes_an_mlflow_model_uri_and_agrees_with_the_checkpoint(reprod
     repo, env, _ = reproduced
     uri = f"runs:/{run_of(repo, 'data/models/dropout/seed0.pt')}/model"
     out = run([sys.executable, "-m", "pipeline.predict", uri, "--out", "uri.csv"], repo, env).stdout
-    assert out.startswith(f"200 predictions by {uri} -> uri.csv")
+    lines = out.splitlines()  # the first 20 images, the summary, then the accuracy and confusion matrix
+    assert lines[20] == f"200 predictions by {uri} -> uri.csv (180 more in the CSV)", out
+    assert all(re.fullmatch(r"test:\d+: .+ \(\d+\.\d\d%\)", line) for line in lines[:20]), out
     run([sys.executable, "-m", "pipeline.predict", "data/models/dropout/seed0.pt", "--out", "ckpt.csv"], repo, env)
     by_uri, by_checkpoint = pd.read_csv(repo / "uri.csv"), pd.read_csv(repo / "ckpt.csv")
     pd.testing.assert_frame_equal(by_uri, by_checkpoint, atol=2e-6)

@@ -65,7 +65,7 @@ def test_a_fresh_clone_pulls_everything_and_trains_nothing(team):
 
     # a checkpoint lost locally comes back bit-identical from the remote
     (mate / "data/models/vanilla/seed0.pt").unlink()
-    run(["dvc", "pull", "data/models/vanilla"], mate, env)
+    run(["dvc", "pull", "data/models/vanilla/seed0.pt"], mate, env)
     assert digest(mate / "data/models/vanilla/seed0.pt") == digest(repo / "data/models/vanilla/seed0.pt")
 
 

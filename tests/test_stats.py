@@ -301,6 +301,18 @@ def test_seeds_to_decide_a_difference_is_cohens_table():
     assert seeds_to_decide([-0.2, 0.8, 1.8], b, margin=0.1, alpha=0.05, power=0.8) == 26
 
 
+def test_seeds_to_decide_a_large_effect_at_a_small_alpha():
+    """statsmodels' solve_power returned NaN here (the shrunk study: one side at 100% on both seeds, the other
+    far below, tested at 0.05 / 3 looks / 2 comparisons); the count is the smallest n whose power reaches 0.8."""
+    from statsmodels.stats.power import TTestIndPower
+
+    a, b, alpha = [1.0, 1.0 + 1e-9], [0.0, 0.7], 0.05 / 3 / 2
+    n = seeds_to_decide(a, b, margin=0.003, alpha=alpha, power=0.8)
+    effect = 0.65 / ((np.var(a, ddof=1) + np.var(b, ddof=1)) / 2) ** 0.5
+    power = [TTestIndPower().power(effect_size=effect, nobs1=k, alpha=alpha, ratio=1.0) for k in (n - 1, n)]
+    assert power[0] < 0.8 <= power[1] and n == 9
+
+
 def test_tost_power_and_its_seed_count_agree_with_a_simulation():
     from statsmodels.stats.weightstats import ttost_ind
 

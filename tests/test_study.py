@@ -50,7 +50,7 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     assert "study" not in run(["dvc", "status"], repo, env).stdout  # the main project never sees the study
 
     study_dir = repo / "study"
-    first = run([sys.executable, "../scripts/repro.py"], study_dir, env).stdout  # what `make study` runs
+    first = run([sys.executable, "scripts/repro.py", "--cd", "study"], repo, env).stdout  # what `make study` runs
     assert "train@cnn2-0 done" in first and "Stage 'train@cnn2-0' didn't change" in first
     assert "Running stage 'train@vanilla" not in first and "Running stage 'split'" not in first
     for name in ("cnn2", "cnn4_flip"):
