@@ -171,6 +171,8 @@ def load_logged_model(uri):
     try:
         model = mlflow.pyfunc.load_model(uri)
     except Exception as e:  # MlflowException, OSError, ...: say which URI and store, not a traceback
+        if "error code 401" in str(e) or "Invalid Host header" in str(e):  # a login or a host name: say which
+            raise PipelineError(f"{uri}: {tracking.unusable_store(tracking.tracking_uri(), e)}") from None
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise PipelineError(f"{uri}: cannot load it from {tracking.tracking_uri()} ({first})") from None
     outputs = model.metadata.get_output_schema()

@@ -38,6 +38,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
@@ -179,11 +180,29 @@ def open_store(params):
         except TrackingError:
             raise
         except Exception as e:
-            raise TrackingError(
-                f"MLflow store {uri} cannot be used ({type(e).__name__}: {_first_line(e)}); set "
-                f"MLFLOW_TRACKING_URI to a reachable store or tracking.enabled: false"
-            ) from None
+            raise TrackingError(unusable_store(uri, e)) from None
     return mlflow, _OPENED[key]
+
+
+def unusable_store(uri, error):
+    """The one line for a store that cannot be used: what the server said, and the way out for it."""
+    text = str(error)
+    if "error code 401" in text:  # MLflow's basic-auth app: no login, or a wrong one
+        given = "a wrong one" if os.environ.get("MLFLOW_TRACKING_USERNAME") else "none"
+        return (
+            f"MLflow store {uri} asks for a login and got {given} (HTTP 401): set MLFLOW_TRACKING_USERNAME "
+            "and MLFLOW_TRACKING_PASSWORD to your account on that server (docs/team.md)"
+        )
+    if "Invalid Host header" in text:  # MLflow's guard against DNS rebinding
+        host = urllib.parse.urlparse(uri).hostname
+        return (
+            f"MLflow store {uri} does not accept the host name {host!r} (HTTP 403, its guard against DNS "
+            "rebinding): use a name the server lists, or add this one to its MLFLOW_ALLOWED_HOSTS (docs/team.md)"
+        )
+    return (
+        f"MLflow store {uri} cannot be used ({type(error).__name__}: {_first_line(error)}); set "
+        f"MLFLOW_TRACKING_URI to a reachable store or tracking.enabled: false"
+    )
 
 
 def _first_line(error):
