@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data run study decide push test test-fast exps
+.PHONY: setup data run study tune decide push test test-fast exps
 
 setup: $(VENV)/.installed
 
@@ -32,6 +32,14 @@ study: setup data
 	dvc repro $(PULL) split
 	python scripts/repro.py --cd study $(PULL)
 	@sed -n '/^## Verdicts/,/^## Figures/p' study/report.md | grep -v '^## Figures'
+
+# Every variant tuned with the same budget (tune/params.yaml, docs/tuning.md), then its best
+# setting trained on the standard seeds: a DVC project of its own in tune/, on the main split and
+# run configs. The main pipeline's results (committed) are the shared-setting side of tune/tuning.md.
+tune: setup data
+	dvc repro $(PULL) split
+	python scripts/repro.py --cd tune $(PULL)
+	@sed -n '/^## Tuned vs shared/,$$p' tune/tuning.md
 
 # Add seeds in rounds (report.looks) until every comparison is decided or the last look;
 # each round a DVC experiment (scripts/decide.py). `make decide STUDY=1` for the study.

@@ -13,6 +13,8 @@ Writes:       <out>, a marker whose content never changes. Every other stage
               it, and a new seed re-runs no other seed.
               Both are persistent outputs: DVC keeps them while this stage
               runs, so even a failed check removes nothing.
+With --search (the tune pipeline, tune/dvc.yaml): also the search of
+tune/params.yaml, against the variants' run configs (pipeline/search.py).
 """
 
 import argparse
@@ -21,6 +23,7 @@ from pathlib import Path
 from pipeline.errors import run_stage
 from pipeline.io import atomic_path, write_json
 from pipeline.params import ParamsError, load_params
+from pipeline.search import load_search
 
 MARKER = "params.yaml passed pipeline/params.py's checks\n"
 
@@ -29,13 +32,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml", help="the params file (default: params.yaml)")
     parser.add_argument("--out", required=True, help="the marker file to write")
-    parser.add_argument("--configs", required=True, help="folder to write each variant's run config to")
+    parser.add_argument("--configs", help="folder to write each variant's run config to")
+    parser.add_argument("--search", help="a search to check too (tune/params.yaml)")
     args = parser.parse_args()
     try:
         params = load_params(args.params)
-    except ParamsError as e:  # `dvc exp run -S` wrote the bad value into the workspace's params.yaml
-        raise ParamsError(f"{e} (fix {args.params}, or restore it: git checkout {args.params})") from None
-    write_configs(params, Path(args.configs))
+        if args.search:
+            load_search(args.search, {name: params.run_config(name) for name in params.variants})
+    except ParamsError as e:  # `dvc exp run -S` wrote the bad value into the workspace's params file
+        bad = args.search if args.search and str(e).startswith(args.search) else args.params
+        raise ParamsError(f"{e} (fix {bad}, or restore it: git checkout {bad})") from None
+    if args.configs:
+        write_configs(params, Path(args.configs))
     with atomic_path(args.out) as tmp:
         tmp.write_text(MARKER)
 

@@ -162,6 +162,11 @@ def _experiment_id(mlflow, name, uri):
 _OPENED = {}  # (uri, experiment) -> experiment id: a stage that logs to several runs opens the store once
 
 
+def experiment_name(params):
+    """MLFLOW_EXPERIMENT_NAME (MLflow's own variable: tune/dvc.yaml sets it), else tracking.experiment."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or params.tracking.experiment
+
+
 def open_store(params):
     """(mlflow, experiment id) of the configured store, or None when tracking is off."""
     if not params.tracking.enabled:
@@ -171,11 +176,11 @@ def open_store(params):
     import mlflow
 
     uri = tracking_uri()
-    key = (uri, params.tracking.experiment)
+    key = (uri, experiment_name(params))
     mlflow.set_tracking_uri(uri)
     if key not in _OPENED:
         try:
-            _OPENED[key] = _experiment_id(mlflow, params.tracking.experiment, uri)
+            _OPENED[key] = _experiment_id(mlflow, key[1], uri)
             close_dead_runs(mlflow.MlflowClient(), [_OPENED[key]])
         except TrackingError:
             raise
@@ -510,5 +515,68 @@ def existing_run(params, run_id):
     one line naming the URI), before it writes any output: DVC then runs it again
     once the store is back. Failures after that are warnings.
     """
+    store = open_store(params) if run_id else None
+    return Run() if store is None else Run(store[0], run_id)
+
+
+def search_parent(params, variant, study_name):
+    """The id of a new parent run for one variant's search (run `tune@<variant>`), or None when tracking
+    is off. Every worker of the search logs its trials under it (the id is kept in the Optuna study)."""
+    store = open_store(params)
+    if store is None:
+        return None
+    mlflow, experiment_id = store
+    tags = {**_tags(params, variant, "tune"), "optuna_study": study_name}
+    try:
+        return mlflow.MlflowClient().create_run(experiment_id, run_name=f"tune@{variant}", tags=tags).info.run_id
+    except Exception as e:
+        raise TrackingError(
+            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {_first_line(e)})"
+        ) from None
+
+
+@contextmanager
+def trial_run(params, parent_id, variant, number, values):
+    """A child run of the search's parent for one trial: its params, then (logged by the caller) its
+    per-epoch validation curve. The caller tags its state (COMPLETE, PRUNED, FAIL) and a failure
+    ends it FAILED. Failures of the store are warnings: the trial's result lives in Optuna."""
+    store = open_store(params) if parent_id else None
+    if store is None:
+        yield Run()
+        return
+    mlflow, experiment_id = store
+    tags = {
+        **_tags(params, variant, "tune"),
+        "mlflow.parentRunId": parent_id,
+        "trial": str(number),
+        "dvc_stage": f"tune@{variant}",
+    }
+    run = Run(mlflow)
+    run._mirror(
+        "the trial's run",
+        lambda m: setattr(
+            run,
+            "run_id",
+            m.MlflowClient().create_run(experiment_id, f"{variant} trial {number}", tags=tags).info.run_id,
+        ),
+    )
+    run._mirror(
+        "the trial's params", lambda m: [m.MlflowClient().log_param(run.run_id, k, v) for k, v in values.items()]
+    )
+    try:
+        yield run
+    except BaseException:
+        run.end("FAILED")
+        raise
+    run.end("FINISHED")
+
+
+def tag(run, key, value):
+    """Set one tag on a Run (a warning, not a failure, when the store fails)."""
+    run._mirror(f"tag {key}", lambda m: m.MlflowClient().set_tag(run.run_id, key, str(value)))
+
+
+def parent_run(params, run_id):
+    """A Run for the search's parent made by search_parent (in this or another worker)."""
     store = open_store(params) if run_id else None
     return Run() if store is None else Run(store[0], run_id)

@@ -14,86 +14,16 @@ go to MLflow and to observations/ (pipeline/tracking.py).
 """
 
 import argparse
-import copy
-import math
 import time
 from pathlib import Path
 
-import torch
-from tqdm import tqdm
-
 from pipeline import tracking
-from pipeline.data import load_split, normalisation, split_file, to_model_input
-from pipeline.engine import batches_per_epoch, loss_and_accuracy, predict, train_one_epoch
+from pipeline.data import load_split, split_file
 from pipeline.errors import PipelineError, declare_outputs, run_stage
+from pipeline.fitting import fit, prepare
 from pipeline.io import file_md5, read_json, save_torch
-from pipeline.models import build_model, count_parameters
-from pipeline.optim import PER_BATCH, make_optimizer, make_scheduler
+from pipeline.models import count_parameters
 from pipeline.params import ParamsError, RunConfig, load_params
-from pipeline.runtime import setup_torch
-
-
-def fit(
-    model, optimizer, scheduler, train_xy, val_xy, train_params, generator, name="model", on_epoch=lambda record: None
-):
-    """Train until train.epochs or early stop; return (best state, best epoch, history).
-
-    `on_epoch` also gets the epoch's wall time (`seconds`), which the history,
-    a DVC output, leaves out: it differs from run to run.
-    """
-    best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
-    per_batch = scheduler if train_params.scheduler in PER_BATCH else None
-    bar = tqdm(
-        range(1, train_params.epochs + 1), desc=f"train {name}", unit="epoch", disable=None
-    )  # None: a bar on a terminal, nothing in a log file
-    for epoch in bar:
-        start = time.perf_counter()
-        lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(
-            model,
-            optimizer,
-            *train_xy,
-            train_params.batch_size,
-            generator,
-            train_params.hflip,
-            train_params.shift,
-            train_params.erase,
-            per_batch,
-        )
-        val_loss, val_acc = loss_and_accuracy(predict(model, val_xy[0], 1024), val_xy[1])
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "lr": lr,
-        }
-        seconds = time.perf_counter() - start
-        if not math.isfinite(train_loss + val_loss):
-            raise PipelineError(
-                f"{name}: the loss diverged (not finite) in epoch {epoch}; lower train.lr (now {train_params.lr})"
-            )
-        history.append(record)
-        on_epoch({**record, "seconds": seconds})
-        if val_loss < best_loss:
-            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
-        if bar.disable:
-            print(
-                f"{name} epoch {epoch:3d}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
-                f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s",
-                flush=True,
-            )
-        else:
-            bar.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
-        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-            scheduler.step(val_loss)
-        elif scheduler is not None and per_batch is None:
-            scheduler.step()
-        if epoch - best_epoch >= train_params.early_stopping_patience:
-            print(f"{name}: early stop after epoch {epoch}, best epoch {best_epoch}", flush=True)
-            break
-    return best_state, best_epoch, history
 
 
 def train_seed(config, split_dir, seed, tracked=None):
@@ -106,41 +36,36 @@ def train_seed(config, split_dir, seed, tracked=None):
     takes raw images (pipeline/serving.py): logging one takes seconds, and every
     seed's checkpoint is a DVC output anyway.
     """
-    name, train_params = config.variant, config.train
-    device = setup_torch(train_params.threads)
-    torch.manual_seed(seed)  # the initial weights (and dropout masks)
-    train_images, train_labels = load_split(split_dir, "train")
-    val_images, val_labels = load_split(split_dir, "val")
-    mean, std = normalisation(train_images)
-    train_xy = (to_model_input(train_images, mean, std, device), train_labels.to(device))
-    val_xy = (to_model_input(val_images, mean, std, device), val_labels.to(device))
-    model = build_model(config.architecture, config.model).to(device, memory_format=torch.channels_last)
-    weight_decay = config.model.weight_decay if config.architecture.weight_decay else 0.0
-    optimizer = make_optimizer(model, train_params, weight_decay)
-    steps = train_params.epochs * batches_per_epoch(len(train_labels), train_params.batch_size)
-    scheduler = make_scheduler(optimizer, train_params, steps)
-    generator = torch.Generator().manual_seed(seed)  # data order and augmentation
+    name = config.variant
+    run_setup = prepare(config, split_dir, seed)
     label = f"{name}/seed{seed}"
     params, out_path = tracked or (None, None)
+    meta = read_json(Path(split_dir) / "meta.json")
     with tracking.seed_run(params, config, seed) as run:
         if run.mlflow:
-            for split, (images, labels) in {
-                "train": (train_images, train_labels),
-                "val": (val_images, val_labels),
-            }.items():
-                run.log_dataset(split_dir, split, images, labels, read_json(Path(split_dir) / "meta.json")["dataset"])
+            for split, (images, labels) in run_setup.splits.items():
+                run.log_dataset(split_dir, split, images, labels, meta["dataset"])
         seconds = []
 
         def on_epoch(record):
             seconds.append(record["seconds"])
             run.log_epoch(record)
 
+        model = run_setup.model
         best_state, best_epoch, history = fit(
-            model, optimizer, scheduler, train_xy, val_xy, train_params, generator, label, on_epoch=on_epoch
+            model,
+            run_setup.optimizer,
+            run_setup.scheduler,
+            run_setup.train_xy,
+            run_setup.val_xy,
+            config.train,
+            run_setup.generator,
+            label,
+            on_epoch=on_epoch,
         )
         tracking.observe(
             f"train/{name}/seed{seed}.json",
-            {"seconds_per_epoch": seconds, "threads": train_params.threads, "mlflow_run_id": run.run_id},
+            {"seconds_per_epoch": seconds, "threads": config.train.threads, "mlflow_run_id": run.run_id},
         )
         checkpoint = {
             "variant": name,
@@ -148,11 +73,11 @@ def train_seed(config, split_dir, seed, tracked=None):
             "variant_params": config.architecture.model_dump(),
             "model_params": config.model.model_dump(),
             "state_dict": best_state,
-            "normalisation": [mean, std],
+            "normalisation": list(run_setup.normalisation),
             "best_epoch": best_epoch,
             "epochs_run": len(history),
             "parameters": count_parameters(model),
-            "classes": read_json(Path(split_dir) / "meta.json")["classes"],
+            "classes": meta["classes"],
             "history": history,
         }
         if out_path is not None:

@@ -1,9 +1,10 @@
-"""`dvc repro` (or `dvc exp run`) with the seeds' train stages run as many at once as the cores allow.
+"""`dvc repro` (or `dvc exp run`) with the train (and tune) stages run as many at once as the cores allow.
 
 DVC runs one stage at a time, and one seed's training uses one core (train.threads:
 a param, since it changes the numerics). So this script first brings the stages
 that train@ stages depend on up to date (`dvc repro <them>`), then runs every
-train@<variant>-<seed> stage that `dvc status` calls changed, each as its own
+train@<variant>-<seed> stage that `dvc status` calls changed (in tune/, every
+tune@<variant> search first, the same way), each as its own
 `dvc --wait-for-lock repro --single-item <stage>`, several at once: DVC releases its
 repository lock while a stage's command runs (dvc/stage/run.py, `unlocked_repo`)
 and takes it again to record the result, so each stage is recorded in dvc.lock and
@@ -14,6 +15,7 @@ what is left (evaluate, report), finding every train stage up to date.
     python scripts/repro.py --pull                   # = dvc repro --pull
     python scripts/repro.py --exp -S train.seeds=[0,1,2,3,4] [-n NAME]   # = dvc exp run -S ...
     python scripts/repro.py --cd study               # the study's project
+    python scripts/repro.py --cd tune                # the tune pipeline: its tune@ stages first, in parallel
 
 How many at once: PIPELINE_WORKERS, else the cores (their affinity) divided by the
 largest train.threads. Each stage's output goes to observations/repro/<stage>.log
@@ -55,18 +57,28 @@ def apply_overrides(project, overrides):
         apply(project / path, items)
 
 
-def stage_graph(project):
-    """(train stage names, the names of the stages they depend on, transitively), from DVC's own index."""
+# Stages of one kind never depend on each other; in pipeline order (tune/dvc.yaml's searches come first).
+PARALLEL = ("tune@", "train@")
+
+
+def stage_groups(project):
+    """[(one kind's stage names, the names of the other stages they depend on, transitively)], in order."""
     from dvc.repo import Repo
 
     with Repo(str(project)) as repo:
         graph = repo.index.graph
         import networkx as nx
 
-        # names, not addressings: an addressing is relative to the working folder ("study/dvc.yaml:train@...")
-        trains = [s for s in graph if s.name.startswith("train@")]
-        upstream = {u for s in trains for u in nx.descendants(graph, s)} - set(trains)  # edges point to deps
-        return [s.name for s in trains], sorted(s.name for s in upstream)
+        groups = []
+        for prefix in PARALLEL:
+            # names, not addressings: an addressing is relative to the working folder ("study/dvc.yaml:train@...")
+            members = [s for s in graph if s.name.startswith(prefix)]
+            upstream = {u for s in members for u in nx.descendants(graph, s)}  # edges point to deps
+            if members:
+                groups.append(
+                    ([s.name for s in members], sorted(u.name for u in upstream if not u.name.startswith(PARALLEL)))
+                )
+        return groups
 
 
 def workers(project):
@@ -77,6 +89,8 @@ def workers(project):
             sys.exit(f"error: PIPELINE_WORKERS must be a whole number >= 1, got {chosen!r}")
         return int(chosen)
     params = yaml.safe_load((project / "params.yaml").read_text())
+    if "train" not in params:  # tune/params.yaml: the settings are the main project's
+        params = yaml.safe_load((project.parent / "params.yaml").read_text())
     threads = max(
         [params["train"]["threads"]] + [v.get("train", {}).get("threads", 1) for v in params["variants"].values()]
     )
@@ -84,7 +98,7 @@ def workers(project):
     return max(1, cores // threads)
 
 
-def run_parallel(project, stages, count, pull):
+def run_parallel(project, stages, count, pull, kind="train"):
     """Run `stages` (each `dvc repro -s`) with `count` at once; return the first failure's status, else 0."""
     logs = project / "observations" / "repro"
     logs.mkdir(parents=True, exist_ok=True)
@@ -98,7 +112,7 @@ def run_parallel(project, stages, count, pull):
         return stage, code, time.perf_counter() - start
 
     start = time.perf_counter()
-    bar = tqdm(total=len(stages), desc=f"train stages, {count} at once", unit="stage", disable=None)
+    bar = tqdm(total=len(stages), desc=f"{kind} stages, {count} at once", unit="stage", disable=None)
     with ThreadPoolExecutor(count) as pool:
         while pending or running:
             while pending and len(running) < count and not failed:
@@ -119,7 +133,7 @@ def run_parallel(project, stages, count, pull):
                 elif bar.disable:
                     print(f"{stage} done in {seconds:.0f} s", flush=True)
     bar.close()
-    print(f"{len(stages)} train stage(s) in {time.perf_counter() - start:.0f} s, {count} at once", flush=True)
+    print(f"{len(stages)} {kind} stage(s) in {time.perf_counter() - start:.0f} s, {count} at once", flush=True)
     return failed
 
 
@@ -138,16 +152,16 @@ def main():
     try:
         if args.set_param:
             apply_overrides(project, args.set_param)
-        trains, upstream = stage_graph(project)
-        if upstream and dvc("repro", *pull, *upstream, cwd=project):
-            return 1
-        code, out = dvc("status", "--json", *trains, cwd=project, capture=True)
-        if code:
-            return code
-        stale = [stage for stage in trains if stage in json.loads(out or "{}")]
-        count = min(workers(project), max(1, len(stale)))
-        if stale and run_parallel(project, stale, count, args.pull):
-            return 1
+        for members, upstream in stage_groups(project):
+            if upstream and dvc("repro", *pull, *upstream, cwd=project):
+                return 1
+            code, out = dvc("status", "--json", *members, cwd=project, capture=True)
+            if code:
+                return code
+            stale = [stage for stage in members if stage in json.loads(out or "{}")]
+            count = min(workers(project), max(1, len(stale)))
+            if stale and run_parallel(project, stale, count, args.pull, members[0].split("@")[0]):
+                return 1
         if args.exp:
             return dvc("exp", "run", *(["-n", args.name] if args.name else []), cwd=project)
         return dvc("repro", *pull, cwd=project)

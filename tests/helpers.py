@@ -41,6 +41,7 @@ PROJECT_FILES = [
     ".gitignore",
 ]
 STUDY_FILES = ["study/dvc.yaml", "study/.dvc/config", "study/.dvc/.gitignore", "study/.dvc/plots", "study/.dvcignore"]
+TUNE_FILES = ["tune/dvc.yaml", "tune/.dvc/config", "tune/.dvc/.gitignore", "tune/.dvc/plots", "tune/.dvcignore"]
 IDX_NAMES = {  # the file names of FashionMNIST, MNIST and KMNIST
     ("train", "images"): "train-images-idx3-ubyte",
     ("train", "labels"): "train-labels-idx1-ubyte",
@@ -251,8 +252,9 @@ def compile_kernels_once():
         torch.set_num_threads(previous)
 
 
-def make_project(tmp_path, params, study_params=None):
-    """A temp git repo holding the project's files and `params`, committed; with `study_params`, the study too."""
+def make_project(tmp_path, params, study_params=None, tune_params=None):
+    """A temp git repo holding the project's files and `params`, committed; with `study_params`, the study
+    too, and with `tune_params`, the tune pipeline."""
     repo = tmp_path / "project"
     repo.mkdir()
     for name in PROJECT_FILES:
@@ -265,12 +267,13 @@ def make_project(tmp_path, params, study_params=None):
         else:
             shutil.copy(src, dst)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    if study_params is not None:  # a DVC project of its own, in study/
-        for name in STUDY_FILES:
-            src, dst = ROOT / name, repo / name
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
-        (repo / "study/params.yaml").write_text(yaml.safe_dump(study_params, sort_keys=False))
+    for folder, files, sub_params in (("study", STUDY_FILES, study_params), ("tune", TUNE_FILES, tune_params)):
+        if sub_params is not None:  # a DVC project of its own, in study/ or tune/
+            for name in files:
+                src, dst = ROOT / name, repo / name
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copytree(src, dst) if src.is_dir() else shutil.copy(src, dst)
+            (repo / folder / "params.yaml").write_text(yaml.safe_dump(sub_params, sort_keys=False))
     env = project_env(repo)
     run(["git", "init", "-q", "-b", "main"], repo, env)
     run(["git", "add", "-A"], repo, env)
@@ -312,3 +315,81 @@ def train_one(params, variant, split_dir, seed, out=None):
 
     checkpoint = train_seed(params.run_config(variant), split_dir, seed, (params, out) if out else None)
     return checkpoint, checkpoint["history"]
+
+
+def shrunk_search(**overrides):
+    """tune/params.yaml's search, shrunk: 3 trials, no pruning unless asked."""
+    search = yaml.safe_load((ROOT / "tune/params.yaml").read_text())
+    search["tune"].update(trials=3, random_trials=2)
+    search["tune"]["pruner"].update(kind="none")
+    for dotted, value in overrides.items():
+        *path, last = dotted.split(".")
+        node = search["tune"]
+        for key in path:
+            node = node[key]
+        node[last] = value
+    return search
+
+
+@contextmanager
+def postgres(db="optuna"):
+    """A PostgreSQL cluster of its own in a temp folder, on 127.0.0.1 with a password: its URL for `db`."""
+    bins = sorted(Path("/usr/lib/postgresql").glob("*/bin"))
+    assert bins, "PostgreSQL is not installed (make test installs Debian's postgresql)"
+    bin_dir = bins[-1]
+    as_owner = ["runuser", "-u", "postgres", "--"] if os.getuid() == 0 else []
+    pgdata = Path(tempfile.mkdtemp(dir="/tmp", prefix="optuna-pg-"))
+    password = "test-password"
+    pwfile = pgdata.with_suffix(".pw")
+    pwfile.write_text(password + "\n")
+    pwfile.chmod(0o644)
+    if as_owner:
+        shutil.chown(pgdata, "postgres")
+    port = free_port()
+    env = {**os.environ, "PGPASSWORD": password}
+    try:
+        subprocess.run(
+            [
+                *as_owner,
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=scram-sha-256",
+                f"--pwfile={pwfile}",
+                "-E",
+                "UTF8",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [
+                *as_owner,
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-l",
+                str(pgdata / "log"),
+                "-w",
+                "-o",
+                f"-p {port} -k {pgdata} -c listen_addresses=127.0.0.1",
+                "start",
+            ],
+            check=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [str(bin_dir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", db],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        yield f"postgresql+psycopg2://postgres:{password}@127.0.0.1:{port}/{db}"
+    finally:
+        subprocess.run(
+            [*as_owner, str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "stop"], capture_output=True
+        )
+        shutil.rmtree(pgdata, ignore_errors=True)
+        pwfile.unlink(missing_ok=True)

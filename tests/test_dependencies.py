@@ -12,7 +12,7 @@ import pytest
 import yaml
 from helpers import ROOT
 
-STAGES = ("check", "download", "split", "train", "evaluate", "report")
+STAGES = ("check", "download", "split", "train", "evaluate", "report", "tune", "tune_report")
 # Imported by stages, but never change a result, so that changing them re-runs nothing:
 NOT_DEPS = {
     "pipeline/tracking.py": "mirrors the DVC outputs into MLflow; tracking.* is not a DVC param either",
@@ -50,13 +50,13 @@ def closure(module):
 
 
 def stage_definitions():
-    """Both pipelines': dvc.yaml and the small-CNN study's study/dvc.yaml."""
-    for dvcfile in ("dvc.yaml", "study/dvc.yaml"):
+    """Every pipeline's: dvc.yaml, the small-CNN study's study/dvc.yaml and the tune pipeline's tune/dvc.yaml."""
+    for dvcfile in ("dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml"):
         stages = yaml.safe_load((ROOT / dvcfile).read_text())["stages"]
         for name, stage in stages.items():
             body = stage.get("do", stage)
             module = re.search(r"python -m (pipeline\.\w+)", body["cmd"])[1]
-            # the study (a DVC project in study/) names the main project's code from there: ../pipeline/
+            # the study and tune (DVC projects of their own) name the main project's code from there: ../pipeline/
             deps = {str(d).removeprefix("../") for d in body["deps"] if "pipeline/" in str(d)}
             yield f"{dvcfile}:{name}", module, deps
 

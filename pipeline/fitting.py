@@ -1,0 +1,118 @@
+"""Training one run config with one seed: what stage train and stage tune's trials share.
+
+`prepare` builds the model, optimiser, schedule and in-memory data in a fixed
+order (the seed's random draws depend on it: train@ stages reproduce bit for bit
+only if it never changes); `fit` runs the epochs and keeps the best val-loss state.
+"""
+
+import copy
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from tqdm import tqdm
+
+from pipeline.data import load_split, normalisation, to_model_input
+from pipeline.engine import batches_per_epoch, loss_and_accuracy, predict, train_one_epoch
+from pipeline.errors import PipelineError
+from pipeline.models import build_model
+from pipeline.optim import PER_BATCH, make_optimizer, make_scheduler
+from pipeline.runtime import setup_torch
+
+
+@dataclass
+class Prepared:
+    """One run, ready for `fit`: the model and its optimiser, and the data as model inputs."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    train_xy: tuple
+    val_xy: tuple
+    generator: torch.Generator
+    normalisation: tuple  # (mean, std) of the training images: the checkpoint keeps them
+    splits: dict  # {"train": (images, labels), "val": (images, labels)} as stored, for tracking
+
+
+def prepare(config, split_dir, seed):
+    """Seed torch, load the split into memory and build what `fit` needs for `config` (a RunConfig)."""
+    train_params = config.train
+    device = setup_torch(train_params.threads)
+    torch.manual_seed(seed)  # the initial weights (and dropout masks)
+    train_images, train_labels = load_split(split_dir, "train")
+    val_images, val_labels = load_split(split_dir, "val")
+    mean, std = normalisation(train_images)
+    train_xy = (to_model_input(train_images, mean, std, device), train_labels.to(device))
+    val_xy = (to_model_input(val_images, mean, std, device), val_labels.to(device))
+    model = build_model(config.architecture, config.model).to(device, memory_format=torch.channels_last)
+    weight_decay = config.model.weight_decay if config.architecture.weight_decay else 0.0
+    optimizer = make_optimizer(model, train_params, weight_decay)
+    steps = train_params.epochs * batches_per_epoch(len(train_labels), train_params.batch_size)
+    scheduler = make_scheduler(optimizer, train_params, steps)
+    generator = torch.Generator().manual_seed(seed)  # data order and augmentation
+    splits = {"train": (train_images, train_labels), "val": (val_images, val_labels)}
+    return Prepared(model, optimizer, scheduler, train_xy, val_xy, generator, (mean, std), splits)
+
+
+def fit(
+    model, optimizer, scheduler, train_xy, val_xy, train_params, generator, name="model", on_epoch=lambda record: None
+):
+    """Train until train.epochs or early stop; return (best state, best epoch, history).
+
+    `on_epoch` also gets the epoch's wall time (`seconds`), which the history,
+    a DVC output, leaves out: it differs from run to run.
+    """
+    best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
+    per_batch = scheduler if train_params.scheduler in PER_BATCH else None
+    bar = tqdm(
+        range(1, train_params.epochs + 1), desc=f"train {name}", unit="epoch", disable=None
+    )  # None: a bar on a terminal, nothing in a log file
+    for epoch in bar:
+        start = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_acc = train_one_epoch(
+            model,
+            optimizer,
+            *train_xy,
+            train_params.batch_size,
+            generator,
+            train_params.hflip,
+            train_params.shift,
+            train_params.erase,
+            per_batch,
+        )
+        val_loss, val_acc = loss_and_accuracy(predict(model, val_xy[0], 1024), val_xy[1])
+        record = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_acc": train_acc,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "lr": lr,
+        }
+        seconds = time.perf_counter() - start
+        if not math.isfinite(train_loss + val_loss):
+            raise PipelineError(
+                f"{name}: the loss diverged (not finite) in epoch {epoch}; lower train.lr (now {train_params.lr})"
+            )
+        history.append(record)
+        on_epoch({**record, "seconds": seconds})
+        if val_loss < best_loss:
+            best_loss, best_epoch, best_state = val_loss, epoch, copy.deepcopy(model.state_dict())
+        if bar.disable:
+            print(
+                f"{name} epoch {epoch:3d}  train loss {train_loss:.4f} acc {train_acc:.4f}  "
+                f"val loss {val_loss:.4f} acc {val_acc:.4f}  lr {lr:.3g}  {seconds:.1f}s",
+                flush=True,
+            )
+        else:
+            bar.set_postfix(val_loss=f"{val_loss:.4f}", val_acc=f"{val_acc:.4f}")
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            scheduler.step(val_loss)
+        elif scheduler is not None and per_batch is None:
+            scheduler.step()
+        if epoch - best_epoch >= train_params.early_stopping_patience:
+            print(f"{name}: early stop after epoch {epoch}, best epoch {best_epoch}", flush=True)
+            break
+    return best_state, best_epoch, history

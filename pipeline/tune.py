@@ -1,0 +1,373 @@
+"""Stage `tune@<variant>`: search one variant's hyperparameters with Optuna, scored on validation only.
+
+Reads:   <config>, the variant's run config in the main pipeline (the shared setting:
+         the search's first trial); <split>/{train,val}.pt; <search> (tune/params.yaml:
+         the space, the budget `trials`, sampler and pruner); <params> for tracking.* only.
+Writes:  <out-config>, the tuned run config (the best trial's values set), which the tune
+         pipeline's train@<variant>-<seed> stages train on the standard seeds;
+         <trials>.csv, one row per trial (state, validation accuracy, epochs run, values),
+         and <trials>.json, the search's summary (a DVC metric). The test set is never read.
+A trial trains the run config with tune.seed and reports its validation accuracy after
+each epoch; the pruner stops a trial that falls below the earlier trials (search.Pruner).
+Its score is the validation accuracy of the checkpoint train would keep (best val loss).
+
+Where the search lives: a fresh local SQLite file (observations/optuna/<variant>.db) by
+default, so a stage run is one worker and reproducible; with --storage or TUNE_STORAGE (a
+database URL, e.g. postgresql://...) every process given the same URL and the same inputs
+joins one search: the budget is queued once, each worker takes the next queued trial, and a
+worker that dies is noticed by its missed heartbeats, its trial failed and queued again.
+    python -m pipeline.tune --variant dropout --storage postgresql://user@host/optuna
+"""
+
+import argparse
+import csv
+import hashlib
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+from pipeline import tracking
+from pipeline.data import split_file
+from pipeline.errors import PipelineError, declare_outputs, run_stage
+from pipeline.fitting import fit, prepare
+from pipeline.io import atomic_path, file_md5, read_json, write_json
+from pipeline.params import ParamsError, RunConfig, load_params
+from pipeline.search import apply, base_values, load_search, space_of, suggest
+
+QUEUED = "queued"  # the study's user attribute: the budget was queued (by the worker that created it)
+PARENT = "mlflow_parent_run"  # the study's user attribute: the MLflow run of the search
+
+
+def study_name(base, space, search, split_dir):
+    """`<variant>-<digest>` of everything that decides the search: a changed input is a new search."""
+    definition = {
+        "base": base.model_dump(),
+        "space": {key: dimension.model_dump() for key, dimension in space.items()},
+        "search": search.model_dump(include={"trials", "sampler", "random_trials", "seed", "pruner"}),
+        "split": [file_md5(split_file(split_dir, split)) for split in ("train", "val")],
+    }
+    digest = hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{base.variant}-{digest}"
+
+
+def make_sampler(search, seed):
+    import optuna
+
+    if search.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    # constant_liar: with several workers, a running trial counts as a poor one, so two workers
+    # do not sample the same point (Optuna's advice for distributed TPE)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=search.random_trials, constant_liar=True)
+
+
+def make_pruner(pruner):
+    """Optuna's PercentilePruner: a trial is hopeless when its validation accuracy after an epoch is
+    below this percentile of the earlier trials' at that epoch; before warmup_epochs (the one-cycle
+    schedule is still at its peak learning rate, and curves cross) and before startup_trials finished
+    nothing is pruned."""
+    import optuna
+
+    if pruner.kind == "none":
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.PercentilePruner(
+        pruner.percentile, n_startup_trials=pruner.startup_trials, n_warmup_steps=pruner.warmup_epochs
+    )
+
+
+def open_storage(url, heartbeat):
+    """Optuna's RDBStorage with heartbeats; a storage that cannot be used is one line (password hidden)."""
+    import optuna
+    import sqlalchemy
+
+    shown = sqlalchemy.engine.make_url(url).render_as_string(hide_password=True)
+    for attempt in range(5):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                heartbeat_interval=heartbeat,
+                grace_period=3 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(),
+            )
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
+            # workers starting together on an empty database both create Optuna's tables; one loses
+            if attempt == 4:
+                raise PipelineError(f"Optuna storage {shown}: could not create its tables ({_first_line(e)})") from None
+            time.sleep(1 + attempt)
+        except Exception as e:
+            raise PipelineError(
+                f"Optuna storage {shown} cannot be used ({type(e).__name__}: {_first_line(e)})"
+            ) from None
+
+
+def _first_line(error):
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+
+
+def open_search(url, name, search, first, heartbeat, params, variant):
+    """(study, created): create the study and queue its budget, or join it once its creator queued it."""
+    import optuna
+
+    storage = open_storage(url, heartbeat)
+    try:
+        study = optuna.create_study(
+            study_name=name,
+            storage=storage,
+            direction="maximize",
+            sampler=make_sampler(search, search.seed),
+            pruner=make_pruner(search.pruner),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        study = None
+    if study is not None:
+        study.enqueue_trial(first)  # the shared setting: a tuned variant is never worse on validation
+        for _ in range(search.trials - 1):
+            study.enqueue_trial({})  # the sampler fills each in when a worker takes it
+        study.set_user_attr(PARENT, tracking.search_parent(params, variant, name))
+        study.set_user_attr(QUEUED, search.trials)
+        return study, True
+    # a joining worker: its own random seed (two workers with one seed would sample alike)
+    seed = int.from_bytes(os.urandom(4), "little")
+    study = optuna.load_study(
+        study_name=name, storage=storage, sampler=make_sampler(search, seed), pruner=make_pruner(search.pruner)
+    )
+    deadline = time.monotonic() + 60
+    while QUEUED not in study.user_attrs:  # its creator is queueing the budget right now
+        if time.monotonic() > deadline:
+            raise PipelineError(f"Optuna study {name} in {url} was never queued: its creator died; delete it")
+        time.sleep(0.5)
+    return study, False
+
+
+class Heartbeat:
+    """Record a trial's heartbeat every `interval` seconds while it runs, as Study.optimize does."""
+
+    def __init__(self, storage, trial_id, interval):
+        self.storage, self.trial_id, self.interval = storage, trial_id, interval
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True)
+
+    def _beat(self):
+        while not self.stop.is_set():
+            self.storage.record_heartbeat(self.trial_id)
+            self.stop.wait(self.interval)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop.set()
+        self.thread.join()
+
+
+def run_trial(trial, base, space, split_dir, search, params, parent_id):
+    """Train one trial; return (state, value): COMPLETE with its validation accuracy, PRUNED, or
+    FAIL when its loss diverged (a learning rate too high for the variant: a result, not an error)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    first = base_values(base, space)
+    values = {key: suggest(trial, key, dimension, first[key]) for key, dimension in space.items()}
+    config = apply(base, values)
+    epochs = []
+    with tracking.trial_run(params, parent_id, base.variant, trial.number, values) as run:
+        prepared = prepare(config, split_dir, search.seed)
+
+        def on_epoch(record):
+            epochs.append(record["epoch"])
+            run.log_epoch(record)
+            trial.report(record["val_acc"], record["epoch"])
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        label = f"{base.variant} trial {trial.number}"
+        try:
+            _, best_epoch, history = fit(
+                prepared.model,
+                prepared.optimizer,
+                prepared.scheduler,
+                prepared.train_xy,
+                prepared.val_xy,
+                config.train,
+                prepared.generator,
+                label,
+                on_epoch=on_epoch,
+            )
+            state, value = TrialState.COMPLETE, history[best_epoch - 1]["val_acc"]
+            trial.set_user_attr("best_epoch", best_epoch)
+        except optuna.TrialPruned:
+            state, value = TrialState.PRUNED, None
+            print(f"{label}: pruned after epoch {epochs[-1]}", flush=True)
+        except PipelineError as e:  # fit's "the loss diverged"
+            state, value = TrialState.FAIL, None
+            trial.set_user_attr("failure", str(e))
+            print(f"{label}: failed: {e}", flush=True)
+        trial.set_user_attr("epochs", len(epochs))
+        tracking.tag(run, "state", state.name)
+    return state, value
+
+
+def work(study, base, space, split_dir, search, params, heartbeat):
+    """Run queued trials until none is left and no other worker's trial is running."""
+    import optuna
+    from optuna.trial import TrialState
+
+    parent_id = study.user_attrs.get(PARENT)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    while True:
+        optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
+        trial_id = study._pop_waiting_trial_id()  # ask() would make a new trial once the queue is empty
+        if trial_id is None:
+            if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                return
+            time.sleep(heartbeat)  # another worker's trial: wait for it, or for its heartbeat to stop
+            continue
+        trial = optuna.Trial(study, trial_id)
+        start = time.perf_counter()
+        try:
+            with Heartbeat(study._storage, trial_id, heartbeat):
+                state, value = run_trial(trial, base, space, split_dir, search, params, parent_id)
+            trial.set_user_attr("seconds", time.perf_counter() - start)  # Optuna's only, never the outputs
+        except BaseException:  # Ctrl-C, SIGTERM, a bug: the trial goes back to the queue for another worker
+            study.tell(trial, state=TrialState.FAIL)
+            retry(study, study.get_trials(deepcopy=False)[trial.number])
+            raise
+        if state == TrialState.COMPLETE:
+            study.tell(trial, value)
+        else:  # Optuna keeps a pruned trial's last reported value as its value
+            study.tell(trial, state=state)
+
+
+def summary(study, base, space, search):
+    """(rows of the trials table, the summary dict, the tuned RunConfig) of a finished search."""
+    from optuna.trial import TrialState
+
+    everything = study.get_trials(deepcopy=False)
+    # a trial whose worker died or was stopped went back to the queue: its retry is its row
+    trials = [t for t in everything if t.state != TrialState.FAIL or "failure" in t.user_attrs]
+    rows = []
+    for t in sorted(trials, key=lambda t: t.number):
+        last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "val_acc": t.value if t.state == TrialState.COMPLETE else None,
+                "last_val_acc": last,
+                "epochs": t.user_attrs.get("epochs"),
+                **{key: t.params.get(key) for key in space},
+            }
+        )
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    if not complete:
+        raise PipelineError(f"{base.variant}: no trial of the search completed; see the trials above")
+    best = max(complete, key=lambda r: (r["val_acc"], -r["trial"]))  # ties: the earlier trial
+    settings = {key: best[key] for key in space}
+    first = base_values(base, space)
+    shared = next(r for r in rows if all(r[key] == first[key] for key in space))
+    result = {
+        "trials": len(rows),
+        "complete": len(complete),
+        "pruned": sum(r["state"] == "PRUNED" for r in rows),
+        "failed": sum(r["state"] == "FAIL" for r in rows),
+        "retried": len(everything) - len(trials),
+        "best_trial": best["trial"],
+        "best_val_acc": best["val_acc"],
+        "shared_val_acc": shared["val_acc"],  # the first queued trial
+        "epochs_run": sum(r["epochs"] or 0 for r in rows),
+        "epochs_unpruned": sum(apply(base, {k: r[k] for k in space}).train.epochs for r in rows),
+        "settings": settings,
+    }
+    return rows, result, apply(base, settings)
+
+
+def write_trials(path, rows):
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({k: "" if v is None else v for k, v in row.items()} for row in rows)
+
+
+def default_storage(variant):
+    """A fresh SQLite file per stage run: one worker, so the same inputs give the same trials."""
+    path = Path("observations/optuna") / f"{variant}.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    return f"sqlite:///{path.resolve()}"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", required=True, help="the variant to tune (a key of params.yaml's variants)")
+    parser.add_argument("--params", default="params.yaml", help="the main params file: variants, tracking.*")
+    parser.add_argument("--search", default="tune/params.yaml", help="the search: tune.space, tune.trials, ...")
+    parser.add_argument("--config", help="the variant's shared run config (default: data/config/<variant>.json)")
+    parser.add_argument("--split", default="data/split", help="folder written by stage split")
+    parser.add_argument(
+        "--storage", help="Optuna storage URL to share the search (default: TUNE_STORAGE, else a fresh local file)"
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=10.0,
+        help="seconds between a running trial's heartbeats; a trial silent for 3 of them is failed and queued again",
+    )
+    parser.add_argument("--out-config", help="the tuned run config to write (a worker alone: omit)")
+    parser.add_argument("--trials", help="the trials table to write, <trials>.csv and <trials>.json")
+    args = parser.parse_args()
+    outputs = [
+        p for p in (args.out_config, args.trials and f"{args.trials}.csv", args.trials and f"{args.trials}.json") if p
+    ]
+    declare_outputs(*outputs)
+    params = load_params(args.params)
+    if args.variant not in params.variants:
+        raise ParamsError(f"--variant {args.variant}: not a variant of {args.params} ({', '.join(params.variants)})")
+    search = load_search(args.search, {name: params.run_config(name) for name in params.variants})
+    base = RunConfig.model_validate(read_json(args.config or f"data/config/{args.variant}.json"))
+    space = space_of(search, args.variant)
+    url = args.storage or os.environ.get("TUNE_STORAGE") or default_storage(args.variant)
+    name = study_name(base, space, search, args.split)
+    import logging
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)  # our own line per trial says what happened
+    # heartbeats and their retry are "experimental" in Optuna 5.0 (pinned): tests/test_tune.py checks them
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    study, created = open_search(url, name, search, base_values(base, space), args.heartbeat, params, args.variant)
+    print(f"tune {args.variant}: {'created' if created else 'joined'} Optuna study {name}", flush=True)
+    start = time.perf_counter()
+    work(study, base, space, args.split, search, params, args.heartbeat)
+    rows, result, tuned = summary(study, base, space, search)
+    tracking.observe(  # this run's timings: observations/, never a DVC output
+        f"tune/{args.variant}.json",
+        {
+            "seconds": time.perf_counter() - start,
+            "study": name,
+            "trials": [
+                {"trial": t.number, "state": t.state.name, **{k: t.user_attrs.get(k) for k in ("epochs", "seconds")}}
+                for t in study.get_trials(deepcopy=False)
+            ],
+        },
+    )
+    parent = tracking.parent_run(params, study.user_attrs.get(PARENT))
+    parent.log_metrics({"best_val_acc": result["best_val_acc"], "pruned": result["pruned"]})
+    parent.end("FINISHED")
+    if args.trials:
+        write_trials(f"{args.trials}.csv", rows)
+        write_json(f"{args.trials}.json", result)
+    if args.out_config:
+        write_json(args.out_config, tuned.model_dump())
+    print(
+        f"tune {args.variant}: best trial {result['best_trial']} val acc {result['best_val_acc']:.4f} "
+        f"(shared setting {result['shared_val_acc']:.4f}); {result['pruned']} pruned; "
+        f"{time.perf_counter() - start:.0f} s",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

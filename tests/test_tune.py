@@ -1,0 +1,265 @@
+"""The tune pipeline: Dodge's estimator by hand, the search's checks, real Optuna searches on shrunk data
+(SQLite; PostgreSQL for two workers and a killed one), and tune/dvc.yaml run by the real dvc."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+import torch
+import yaml
+from helpers import ROOT, make_project, postgres, run, shrunk_params, shrunk_search, synthetic_images, write_idx_folder
+
+from pipeline.budget import expected_max, expected_max_band, ranking_changes
+from pipeline.params import ParamsError, load_params
+from pipeline.search import load_search
+
+PARAMS = load_params(ROOT / "params.yaml")
+CONFIGS = {name: PARAMS.run_config(name) for name in PARAMS.variants}
+
+
+def test_expected_max_matches_a_hand_computation():
+    """Scores 0.80, 0.85, 0.90: k=1 the mean; k=2 weights 1/9, 3/9, 5/9; k=3 weights 1/27, 7/27, 19/27."""
+    got = expected_max([0.90, 0.80, 0.85], [1, 2, 3])
+    assert got[0] == pytest.approx(0.85)
+    assert got[1] == pytest.approx((0.80 * 1 + 0.85 * 3 + 0.90 * 5) / 9)
+    assert got[2] == pytest.approx((0.80 * 1 + 0.85 * 7 + 0.90 * 19) / 27)
+    assert expected_max([0.7, 0.9], [200])[0] == pytest.approx(0.9)  # many draws: the best
+    low, high = expected_max_band([0.5] * 4, [1, 3])
+    assert list(low) == list(high) == [0.5, 0.5]  # nothing to resample from equal scores
+    low, high = expected_max_band([0.80, 0.85, 0.90, 0.95], [1, 2])
+    assert (low <= expected_max([0.80, 0.85, 0.90, 0.95], [1, 2])).all() and (high >= low).all()
+
+
+def test_ranking_changes_name_the_budgets_where_the_order_flips():
+    curves = {"a": [0.80, 0.85, 0.86], "b": [0.82, 0.84, 0.88]}
+    assert ranking_changes(curves) == [(1, ("b", "a")), (2, ("a", "b")), (3, ("b", "a"))]
+    assert ranking_changes({"a": [0.9, 0.95], "b": [0.8, 0.85]}) == [(1, ("a", "b"))]
+
+
+def _search_file(tmp_path, edit):
+    search = yaml.safe_load((ROOT / "tune/params.yaml").read_text())
+    edit(search["tune"])
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(search))
+    return path
+
+
+@pytest.mark.parametrize(
+    "edit, line",
+    [
+        (lambda t: t["space"]["train"].update(lrr={"low": 0.1, "high": 0.2}), "tune.space.train.lrr: train has no"),
+        (lambda t: t["space"]["train"].update(lr={"low": 0.2, "high": 0.4}), "train.lr=0.1 (vanilla) lies outside"),
+        (lambda t: t["space"]["train"].update(lr={"low": 0.2}), "tune.space.train.lr: Value error, needs low and high"),
+        (lambda t: t["space"]["train"].update(momentum={"low": 0.5, "high": 1.5}), "1.5 is not a valid train.momentum"),
+        (lambda t: t["space"]["train"].update(threads={"choices": [1]}), "no searchable key 'threads'"),
+        (lambda t: t["variants"]["vanilla"].update(model={"dropout": {"low": 0, "high": 1}}), "vanilla does not read"),
+        (lambda t: t["variants"].pop("mlp"), "tune.variants must list every variant"),
+        (lambda t: t.update(trials=0), "tune.trials: Input should be greater than or equal to 1"),
+        (lambda t: t["pruner"].update(kind="median"), "tune.pruner.kind: Input should be 'percentile' or 'none'"),
+    ],
+)
+def test_a_bad_search_entry_is_one_line_naming_the_key(tmp_path, edit, line):
+    path = _search_file(tmp_path, edit)
+    with pytest.raises(ParamsError) as error:
+        load_search(path, CONFIGS)
+    assert line in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_committed_search_is_valid_and_holds_the_shared_setting():
+    search = load_search(ROOT / "tune/params.yaml", CONFIGS)
+    assert set(search.variants) == set(PARAMS.variants) and search.trials >= 10
+
+
+@pytest.fixture
+def hard_split(tmp_path):
+    """A split of faint blocks in noise: trials differ, so the pruner has something to prune."""
+    from pipeline.split import write_split
+
+    train_images, train_labels = synthetic_images(600, seed=1, contrast=12)
+    test_images, test_labels = synthetic_images(200, seed=2, contrast=12)
+    folder = tmp_path / "split"
+    folder.mkdir()
+    to_tensor = torch.from_numpy
+    write_split(
+        folder, to_tensor(train_images), to_tensor(train_labels).long(), to_tensor(test_images),
+        to_tensor(test_labels).long(), [str(c) for c in range(10)], "FashionMNIST", val_size=100, seed=0,
+    )  # fmt: skip
+    return folder
+
+
+def tune_setup(tmp_path, split, epochs=3, **search_overrides):
+    """params.yaml (shrunk, vanilla and dropout), its run configs and a search file in tmp_path."""
+    from pipeline.check import write_configs
+
+    params = shrunk_params(tmp_path, **{"train.epochs": epochs, "tracking.enabled": True})
+    params["variants"] = {name: params["variants"][name] for name in ("vanilla", "dropout")}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    search = shrunk_search(**search_overrides)
+    search["tune"]["variants"] = {name: search["tune"]["variants"][name] for name in ("vanilla", "dropout")}
+    (tmp_path / "search.yaml").write_text(yaml.safe_dump(search))
+    write_configs(load_params(tmp_path / "params.yaml"), tmp_path / "config")
+    return search
+
+
+def tune_cmd(tmp_path, split, variant="dropout", out=None, storage=None, heartbeat=None):
+    cmd = [sys.executable, "-m", "pipeline.tune", "--variant", variant, "--params", "params.yaml"]
+    cmd += ["--search", "search.yaml", "--config", f"config/{variant}.json", "--split", str(split)]
+    cmd += ["--out-config", f"{out}/config/{variant}.json", "--trials", f"{out}/trials/{variant}"] if out else []
+    cmd += ["--storage", storage] if storage else []
+    cmd += ["--heartbeat", str(heartbeat)] if heartbeat else []
+    return cmd
+
+
+def tune_env(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    env.pop("DVC_ROOT", None)
+    return env
+
+
+@pytest.mark.slow
+def test_one_worker_repeats_its_search_and_a_pruned_trial_is_recorded_as_pruned(tmp_path, hard_split):
+    """Same seed, one worker: the same trials and best. Pruning from epoch 1 on (percentile 75 of the
+    trials before): the pruned trials are PRUNED in Optuna, in MLflow and in the trials table."""
+    pruner = {"kind": "percentile", "percentile": 75, "startup_trials": 1, "warmup_epochs": 0}
+    tune_setup(tmp_path, hard_split, epochs=3, trials=6, pruner=pruner, **{"space.train.lr": {"low": 0.001,
+               "high": 0.3, "log": True}})  # fmt: skip
+    env = tune_env(tmp_path)
+    first = run(tune_cmd(tmp_path, hard_split, out="first"), tmp_path, env).stdout
+    assert "created Optuna study dropout-" in first
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{tmp_path / 'observations/optuna/dropout.db'}")
+    states = {t.number: t.state.name for t in study.trials}
+    env.pop("MLFLOW_TRACKING_URI")
+    run(tune_cmd(tmp_path, hard_split, out="second"), tmp_path, {**env, "MLFLOW_TRACKING_URI": "sqlite:///second.db"})
+    for name in ("trials/dropout.csv", "trials/dropout.json", "config/dropout.json"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes()
+
+    table = (tmp_path / "first/trials/dropout.csv").read_text().splitlines()
+    rows = [dict(zip(table[0].split(","), line.split(","), strict=True)) for line in table[1:]]
+    assert [r["state"] for r in rows] == [states[int(r["trial"])] for r in rows] and len(rows) == 6
+    pruned = [r for r in rows if r["state"] == "PRUNED"]
+    assert pruned and all(int(r["epochs"]) < 3 and r["val_acc"] == "" for r in pruned)
+    summary = json.loads((tmp_path / "first/trials/dropout.json").read_text())
+    best = max((r for r in rows if r["state"] == "COMPLETE"), key=lambda r: float(r["val_acc"]))
+    assert summary["best_val_acc"] == float(best["val_acc"]) and summary["pruned"] == len(pruned)
+    assert summary["shared_val_acc"] == float(rows[0]["val_acc"]) <= summary["best_val_acc"]
+    assert summary["epochs_run"] < summary["epochs_unpruned"] == 6 * 3
+    tuned = json.loads((tmp_path / "config/dropout.json").read_text())  # the shared setting ...
+    for key, value in summary["settings"].items():  # ... with the best trial's values
+        section, name = key.split(".")
+        tuned[section][name] = value
+    assert json.loads((tmp_path / "first/config/dropout.json").read_text()) == tuned
+
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(PARAMS.tracking.experiment)
+    runs = client.search_runs([experiment.experiment_id])
+    parent = next(r for r in runs if r.info.run_name == "tune@dropout")
+    trials = {int(r.data.tags["trial"]): r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert {n: r.data.tags["state"] for n, r in trials.items()} == states
+    assert all(r.info.status == "FINISHED" for r in [parent, *trials.values()])
+    some_pruned = trials[int(pruned[0]["trial"])]
+    curve = client.get_metric_history(some_pruned.info.run_id, "val_acc")
+    assert len(curve) == int(pruned[0]["epochs"])  # the per-epoch validation curve, up to the pruning
+
+
+@pytest.fixture(scope="module")
+def database():
+    """A PostgreSQL of its own on 127.0.0.1, with a password: the storage a team's workers share."""
+    with postgres("optuna") as url:
+        yield url
+
+
+def _trials(url, variant="dropout"):
+    (summary,) = [s for s in optuna.get_all_study_summaries(url) if s.study_name.startswith(f"{variant}-")]
+    return optuna.load_study(study_name=summary.study_name, storage=url).trials
+
+
+@pytest.mark.slow
+def test_two_workers_share_one_search_in_postgresql(tmp_path, hard_split, database):
+    """Two processes, one search: each budgeted trial runs exactly once, none is lost, none is left
+    RUNNING; a third call (the DVC stage's) joins the finished search and writes its outputs."""
+    tune_setup(tmp_path, hard_split, epochs=2, trials=6)
+    env = {**tune_env(tmp_path), "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    workers = [
+        subprocess.Popen(tune_cmd(tmp_path, hard_split, storage=database), cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for _ in range(2)
+    ]  # fmt: skip
+    logs = [w.communicate(timeout=300)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], logs
+    assert sorted("created" in log for log in logs) == [False, True]  # one made the study, one joined it
+    assert all(" trial " in log for log in logs), logs  # both trained
+    trials = _trials(database)
+    assert sorted(t.number for t in trials) == list(range(6))
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"}
+    ran = [log.count("epoch   1 ") for log in logs]
+    assert sum(ran) == 6, logs  # each trial's first epoch once: none ran twice
+
+    out = run(tune_cmd(tmp_path, hard_split, out="stage", storage=database), tmp_path, env).stdout
+    assert "joined Optuna study" in out and " epoch " not in out  # nothing left to run
+    rows = (tmp_path / "stage/trials/dropout.csv").read_text().splitlines()[1:]
+    scores = [float(r.split(",")[2]) for r in rows if ",COMPLETE," in r]
+    assert json.loads((tmp_path / "stage/trials/dropout.json").read_text())["best_val_acc"] == max(scores)
+    assert max(scores) == max(t.value for t in trials if t.state.name == "COMPLETE")
+
+
+@pytest.mark.slow
+def test_a_killed_workers_trial_is_failed_and_queued_again_while_the_other_carries_on(tmp_path, hard_split, database):
+    """SIGKILL one of two workers mid-trial: its heartbeat stops, the other fails that trial, runs it
+    again from the queue (same values) and finishes the budget; nothing stays RUNNING or WAITING."""
+    tune_setup(tmp_path, hard_split, epochs=40, trials=4)
+    env = tune_env(tmp_path)
+    cmd = tune_cmd(tmp_path, hard_split, variant="vanilla", storage=database, heartbeat=1)
+    victim = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in victim.stdout:  # it created the study and is training its first trial
+        if "epoch   2 " in line:
+            break
+    other = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    time.sleep(1)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    out = other.communicate(timeout=300)[0]
+    assert other.returncode == 0, out
+    trials = _trials(database, "vanilla")
+    states = sorted(t.state.name for t in trials)
+    assert states == ["COMPLETE"] * 4 + ["FAIL"], out  # the killed one failed; its retry completed
+    (killed,) = [t for t in trials if t.state.name == "FAIL"]
+    (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
+    assert retry.params == killed.params and retry.state.name == "COMPLETE"
+    assert f"vanilla trial {retry.number} epoch  40" in out  # the other worker ran it to the end
+
+
+@pytest.mark.slow
+def test_the_tune_pipeline_runs_in_dvc_and_one_variants_space_reruns_that_variant_only(tmp_path):
+    """`make tune`'s commands on a shrunk project: each variant's search, then its best setting trained on
+    the standard seeds; `dvc exp run -S` on dropout's own dimension re-runs dropout's stages only."""
+    write_idx_folder(tmp_path / "mirror", contrast=12)
+    params = shrunk_params(tmp_path / "mirror", **{"tracking.enabled": False})
+    params["variants"] = {name: params["variants"][name] for name in ("vanilla", "dropout")}
+    search = shrunk_search()
+    search["tune"]["variants"] = {name: search["tune"]["variants"][name] for name in ("vanilla", "dropout")}
+    repo, env = make_project(tmp_path, params, tune_params=search)
+    run(["dvc", "repro"], repo, env)  # the main pipeline: the shared setting's results
+    out = run([sys.executable, "scripts/repro.py", "--cd", "tune"], repo, env).stdout
+    assert "tune@dropout done" in out and "2 tune stage(s)" in out and "Running stage 'tune_report'" in out
+    tune = repo / "tune"
+    summary = json.loads((tune / "trials/dropout.json").read_text())
+    tuned = json.loads((tune / "data/config/dropout.json").read_text())
+    assert {key: tuned[key.split(".")[0]][key.split(".")[1]] for key in summary["settings"]} == summary["settings"]
+    checkpoint = torch.load(tune / "data/models/dropout/seed1.pt", weights_only=False)
+    assert checkpoint["model_params"]["dropout"] == tuned["model"]["dropout"]  # trained with the tuned value
+    text = (tune / "tuning.md").read_text()
+    assert "## What the budget buys" in text and "| dropout |" in text and (tune / "plots/budget.png").is_file()
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "tuned"], repo, env)
+
+    out = run(["dvc", "exp", "run", "-S", "tune.variants.dropout.model.dropout.high=0.5"], tune, env).stdout
+    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
+    expected = ["check", "evaluate@dropout", "report", "train@dropout-0", "train@dropout-1", "tune@dropout"]
+    assert [s for s in ran if s != "tune_report"] == expected, out
