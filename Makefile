@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data run study tune decide push test test-fast exps
+.PHONY: setup data run study tune decide push test test-fast exps ui
 
 setup: $(VENV)/.installed
 
@@ -55,7 +55,7 @@ push: setup
 	@if [ -f study/dvc.lock ] && [ -d study/data/models ]; then python scripts/push_run_cache.py --project study; fi
 
 test: setup data
-	@scripts/ensure-postgres.sh
+	@scripts/ensure-test-services.sh
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/python -m pytest
@@ -69,3 +69,8 @@ test-fast: setup
 exps: setup
 	dvc $(if $(STUDY),--cd study) exp show --only-changed --md $(if $(REV),--rev $(REV)) \
 	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|comparison.json:[^.]*[.](?!verdict$$).*|(data|plots)/|metrics$$|pipeline/|Created'
+
+# `mlflow ui` on the local store, printing the page to open per experiment: its training runs with the
+# mean accuracies as columns (plain `mlflow ui` opens the GenAI overview; scripts/mlflow-ui.py says why).
+ui: setup
+	python scripts/mlflow-ui.py $(if $(PORT),--port $(PORT))

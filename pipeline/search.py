@@ -56,13 +56,15 @@ Space = dict[Literal["train", "model"], dict[str, Dimension]]
 
 
 class Pruner(Strict):
-    """Optuna's PercentilePruner: stop a trial whose validation accuracy after an epoch is below this
-    percentile of the earlier trials' at the same epoch; `none` runs every trial to the end."""
+    """Optuna's PercentilePruner: after each epoch keep a trial only while its validation accuracy is
+    in the top `keep_top` percent of the earlier trials' at that epoch (75: stop the bottom quarter);
+    `none` runs every trial to the end."""
 
     kind: Literal["percentile", "none"]
-    percentile: Annotated[float, Field(gt=0, lt=100)]
+    keep_top: Annotated[float, Field(gt=0, lt=100)]
     startup_trials: Annotated[int, Field(ge=0)]
     warmup_epochs: Annotated[int, Field(ge=0)]
+    interval_epochs: Annotated[int, Field(ge=1)]  # judge at warmup_epochs and every this many after
 
 
 class Search(Strict):

@@ -128,8 +128,46 @@ def git_commit():
         return "unknown"
 
 
-# The UI opens an experiment on its runs table only with this tag (MLflow 3).
-EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
+# What `mlflow ui` (3.17) opens an experiment on. Its landing tab follows the workflow type: the URL's
+# `?workflowType=`, else the choice the browser stored, by default GenAI, whose "Overview" shows traces
+# (mlflow/server/js: useWorkflowType, useExperimentKind; the experiment's kind tag is read only when the
+# workflow switch is off). Its runs table shows no metric until columns are chosen; a view shared through
+# an experiment tag (`mlflow.sharedViewState.<key>`, what the UI's Share button writes) chooses them and
+# the order. ui_url() is the landing page with both: "Training runs", mean accuracies, best first.
+VIEW_KEY = "variants"
+_VIEW_COLUMNS = ["metrics.`test_acc_mean`", "metrics.`val_acc_mean`", "metrics.`seeds`", "tags.`dvc_exp_name`"]
+SHARED_VIEW = {
+    "searchFilter": "",
+    "orderByKey": "metrics.`val_acc_mean`",
+    "orderByAsc": False,
+    # the UI state as the UI builds it (ExperimentPageUIState's defaults), with our columns
+    "selectedColumns": _VIEW_COLUMNS,
+    "columnOrder": [],
+    "columnWidths": {},
+    "runsExpanded": {},
+    "runsPinned": [],
+    "runsHidden": [],
+    "runsVisibilityMap": {},
+    "runsHiddenMode": "FIRST_10_RUNS",
+    "viewMaximized": False,
+    "runListHidden": False,
+    "isAccordionReordered": False,
+    "useGroupedValuesInCharts": True,
+    "hideEmptyCharts": True,
+    "groupBy": None,
+    "groupsExpanded": {},
+    "autoRefreshEnabled": True,
+    "globalLineChartConfig": {"xAxisKey": "step", "lineSmoothness": 0, "selectedXAxisMetricKey": ""},
+}
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",  # the kind, for a UI with the workflow switch off
+    f"mlflow.sharedViewState.{VIEW_KEY}": json.dumps(SHARED_VIEW),
+}
+
+
+def ui_url(base, experiment_id):
+    """The page of `mlflow ui` at `base` to open an experiment on: its runs, our columns, best first."""
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&viewStateShareKey={VIEW_KEY}"
 
 
 def _experiment_id(mlflow, name, uri):
@@ -153,8 +191,8 @@ def _experiment_id(mlflow, name, uri):
                 f"MLflow experiment {name!r} in {uri} is deleted: restore it with `mlflow experiments restore "
                 f"--experiment-id {experiment.experiment_id}` or set tracking.experiment to a new name"
             )
-        if experiment.tags.get("mlflow.experimentKind") is None:  # made by an older version of this module
-            for key, value in EXPERIMENT_TAGS.items():
+        for key, value in EXPERIMENT_TAGS.items():  # made by an older version of this module
+            if experiment.tags.get(key) != value:
                 mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
 
@@ -435,7 +473,9 @@ def variant_run(params, variant, stage, params_path):
     mlflow, experiment_id = store
     client = mlflow.MlflowClient()
     try:
-        run = client.create_run(experiment_id, run_name=f"{stage}@{variant}", tags=_tags(params, variant, stage))
+        # a DVC experiment's name in its runs' names: two experiments' variant runs differ in the table
+        name = f"{stage}@{variant}" + (f" {os.environ['DVC_EXP_NAME']}" if os.environ.get("DVC_EXP_NAME") else "")
+        run = client.create_run(experiment_id, run_name=name, tags=_tags(params, variant, stage))
     except Exception as e:
         raise TrackingError(
             f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {_first_line(e)})"

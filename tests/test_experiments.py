@@ -86,7 +86,7 @@ def test_queued_grid_and_a_bad_value(project):
     for r in queued_runs:
         by_exp.setdefault(r.data.tags["dvc_exp_name"], []).append(r.info.run_name)
     assert {n: sorted(v) for n, v in by_exp.items() if n in names} == {
-        n: ["evaluate@dropout", "train@dropout-0", "train@dropout-1"] for n in names
+        n: [f"evaluate@dropout {n}", "train@dropout-0", "train@dropout-1"] for n in names
     }
     for r in queued_runs:
         assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())

@@ -164,9 +164,15 @@ def test_mlflow_has_a_run_per_variant_and_a_child_per_seed(reproduced):
     assert experiment.artifact_location == (repo / "mlruns").as_uri()
     assert experiment.tags["mlflow.experimentKind"] == "custom_model_development"  # the UI opens on runs
     runs = client.search_runs([experiment.experiment_id], "attributes.status = 'FINISHED'")
+    experiments = [r for r in runs if "dvc_exp_name" in r.data.tags]  # dvc exp run's (the test above)
+    runs = [r for r in runs if r not in experiments]  # `dvc repro`'s
     by_name = {r.info.run_name: r for r in reversed(runs)}  # newest first: keep the newest per name
     expected = [f"evaluate@{v}" for v in VARIANTS] + [f"train@{v}-{s}" for v in VARIANTS for s in (0, 1)]
     assert sorted(by_name) == sorted(expected)
+    # a DVC experiment's variant run carries its name: two experiments' rows differ in the runs table
+    assert {r.info.run_name for r in experiments if r.info.run_name.startswith("evaluate@")} == {
+        f"evaluate@dropout {r.data.tags['dvc_exp_name']}" for r in experiments
+    }
     for name in VARIANTS:
         parent = by_name[f"evaluate@{name}"]  # the variant's run: evaluate adopts the seeds' training runs
         metrics = json.loads((repo / f"metrics/{name}.json").read_text())
@@ -277,3 +283,35 @@ def test_register_moves_the_champion_alias_to_the_best_validation_variant(reprod
     assert "200 predictions by models:/lenet5-fashion-mnist@champion" in out and "accuracy" in out
     run([sys.executable, "-m", "pipeline.register"], repo, env)  # again: version 2, and the alias follows
     assert client.get_model_version_by_alias("lenet5-fashion-mnist", "champion").version in (2, "2")
+
+
+def test_mlflow_ui_opens_on_the_runs_with_the_accuracy_columns(reproduced, tmp_path):
+    """scripts/mlflow-ui.py (`make ui`) and the page it prints, in a real headless Chromium: "Training runs"
+    (not the GenAI overview), the variants' runs, and the mean accuracies as columns, read from the DOM."""
+    repo, env, _ = reproduced
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "scripts/mlflow-ui.py", "--port", str(port)],
+        cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+        lines = [server.stdout.readline() for _ in range(2)]
+        url = next(line.split(": ", 1)[1].strip() for line in lines if line.startswith("  lenet5-variants: "))
+        assert url.endswith("/runs?workflowType=machine_learning&viewStateShareKey=variants"), lines
+        wait_for_url(f"http://127.0.0.1:{port}/health", server)
+        chromium = [
+            "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync",
+            "--disable-background-networking", "--disable-component-update", f"--user-data-dir={tmp_path / 'profile'}",
+            "--window-size=1600,1000", "--virtual-time-budget=25000",
+        ]  # fmt: skip
+        dom = subprocess.run([*chromium, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+        subprocess.run([*chromium, f"--screenshot={tmp_path / 'landing.png'}", url], capture_output=True, timeout=180)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert (tmp_path / "landing.png").stat().st_size > 10_000  # what a person sees, kept with the test's files
+    # the runs table, with our columns and the variants' runs; not the GenAI overview
+    for text in ("Run Name", "test_acc_mean", "val_acc_mean", "seeds", "dvc_exp_name", "evaluate@batchnorm"):
+        assert f">{text}<" in dom, f"{text!r} not on the landing page"
+    assert re.search(r">0\.\d+", dom)  # accuracies shown in the cells
+    assert ">Usage<" not in dom and "Token usage" not in dom  # the GenAI overview's tabs

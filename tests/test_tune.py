@@ -41,6 +41,38 @@ def test_ranking_changes_name_the_budgets_where_the_order_flips():
     assert ranking_changes({"a": [0.9, 0.95], "b": [0.8, 0.85]}) == [(1, ("a", "b"))]
 
 
+def test_the_pruner_stops_the_bottom_quarter_after_the_warmup():
+    """keep_top 75 on four finished trials whose epoch-8 scores are 0.80, 0.85, 0.90, 0.95: the cut is their
+    25th percentile, 0.8375 (numpy's linear rule, by hand: 0.80 + 0.75 * 0.05); before epoch 8 nothing stops."""
+    from pipeline.search import Pruner
+    from pipeline.tune import make_pruner
+
+    pruner = make_pruner(Pruner(kind="percentile", keep_top=75, startup_trials=4, warmup_epochs=8, interval_epochs=4))
+    study = optuna.create_study(direction="maximize", pruner=pruner)
+    for score in (0.80, 0.85, 0.90, 0.95):
+        trial = study.ask()
+        for epoch in range(1, 13):
+            trial.report(score, epoch)
+        study.tell(trial, score)
+
+    def pruned(score, epoch):  # a trial that reported `score` after each epoch up to `epoch`
+        trial = study.ask()
+        for each in range(1, epoch + 1):
+            trial.report(score, each)
+        verdict = trial.should_prune()
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED if verdict else optuna.trial.TrialState.FAIL)
+        return verdict
+
+    assert pruned(0.83, 8) and not pruned(0.84, 8)  # either side of 0.8375
+    assert not pruned(0.50, 7) and not pruned(0.50, 9) and pruned(0.50, 12)  # the warmup, then every 4 epochs
+    assert (
+        make_pruner(Pruner(kind="none", keep_top=75, startup_trials=0, warmup_epochs=0, interval_epochs=1)).prune(
+            study, None
+        )
+        is False
+    )
+
+
 def _search_file(tmp_path, edit):
     search = yaml.safe_load((ROOT / "tune/params.yaml").read_text())
     edit(search["tune"])
@@ -61,6 +93,7 @@ def _search_file(tmp_path, edit):
         (lambda t: t["variants"].pop("mlp"), "tune.variants must list every variant"),
         (lambda t: t.update(trials=0), "tune.trials: Input should be greater than or equal to 1"),
         (lambda t: t["pruner"].update(kind="median"), "tune.pruner.kind: Input should be 'percentile' or 'none'"),
+        (lambda t: t["pruner"].update(keep_top=100), "tune.pruner.keep_top: Input should be less than 100"),
     ],
 )
 def test_a_bad_search_entry_is_one_line_naming_the_key(tmp_path, edit, line):
@@ -123,9 +156,9 @@ def tune_env(tmp_path):
 
 @pytest.mark.slow
 def test_one_worker_repeats_its_search_and_a_pruned_trial_is_recorded_as_pruned(tmp_path, hard_split):
-    """Same seed, one worker: the same trials and best. Pruning from epoch 1 on (percentile 75 of the
+    """Same seed, one worker: the same trials and best. Pruning from epoch 1 on (the bottom quarter of the
     trials before): the pruned trials are PRUNED in Optuna, in MLflow and in the trials table."""
-    pruner = {"kind": "percentile", "percentile": 75, "startup_trials": 1, "warmup_epochs": 0}
+    pruner = {"kind": "percentile", "keep_top": 75, "startup_trials": 1, "warmup_epochs": 0, "interval_epochs": 1}
     tune_setup(tmp_path, hard_split, epochs=3, trials=6, pruner=pruner, **{"space.train.lr": {"low": 0.001,
                "high": 0.3, "log": True}})  # fmt: skip
     env = tune_env(tmp_path)
