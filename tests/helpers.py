@@ -32,6 +32,7 @@ PROJECT_FILES = [
     "pipeline",
     "scripts/repro.py",
     "scripts/decide.py",
+    "scripts/mlflow-ui.py",
     "dvc.yaml",
     "params.yaml",
     ".dvc/config",

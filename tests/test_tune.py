@@ -281,6 +281,8 @@ def test_the_tune_pipeline_runs_in_dvc_and_one_variants_space_reruns_that_varian
     run(["dvc", "repro"], repo, env)  # the main pipeline: the shared setting's results
     out = run([sys.executable, "scripts/repro.py", "--cd", "tune"], repo, env).stdout
     assert "tune@dropout done" in out and "2 tune stage(s)" in out and "Running stage 'tune_report'" in out
+    for log in (repo / "tune/observations/repro").glob("*.log"):  # quiet logs: no third-party warning
+        assert "Warning" not in log.read_text(), log.name
     tune = repo / "tune"
     summary = json.loads((tune / "trials/dropout.json").read_text())
     tuned = json.loads((tune / "data/config/dropout.json").read_text())
