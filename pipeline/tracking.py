@@ -191,10 +191,15 @@ def _experiment_id(mlflow, name, uri):
                 f"MLflow experiment {name!r} in {uri} is deleted: restore it with `mlflow experiments restore "
                 f"--experiment-id {experiment.experiment_id}` or set tracking.experiment to a new name"
             )
-        for key, value in EXPERIMENT_TAGS.items():  # made by an older version of this module
-            if experiment.tags.get(key) != value:
-                mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+        tag_experiment(mlflow.MlflowClient(), experiment)
         return experiment.experiment_id
+
+
+def tag_experiment(client, experiment):
+    """Set EXPERIMENT_TAGS on an experiment made by an older version of this module (or without it)."""
+    for key, value in EXPERIMENT_TAGS.items():
+        if experiment.tags.get(key) != value:
+            client.set_experiment_tag(experiment.experiment_id, key, value)
 
 
 _OPENED = {}  # (uri, experiment) -> experiment id: a stage that logs to several runs opens the store once

@@ -46,9 +46,7 @@ def main():
     print(f"MLflow UI for {uri} at {base}; open:")
     for experiment in mlflow.search_experiments():
         if experiment.name in names:
-            for key, value in tracking.EXPERIMENT_TAGS.items():  # a store made before the view existed
-                if experiment.tags.get(key) != value:
-                    mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, key, value)
+            tracking.tag_experiment(mlflow.MlflowClient(), experiment)  # a store made before the view existed
             print(f"  {experiment.name}: {tracking.ui_url(base, experiment.experiment_id)}", flush=True)
     os.execvp(
         "mlflow",
