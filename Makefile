@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data run study tune decide push test test-fast exps ui
+.PHONY: setup data run study sweep tune decide push test test-fast exps ui
 
 setup: $(VENV)/.installed
 
@@ -33,6 +33,13 @@ study: setup data
 	python scripts/repro.py --cd study $(PULL)
 	@sed -n '/^## Verdicts/,/^## Figures/p' study/report.md | grep -v '^## Figures'
 
+# The seed's sweep (docs/sweep.md): LeNet-5, activation x batch norm x dropout, 3 seeds per cell;
+# a DVC project of its own in sweep/, on the main split. About half an hour on 2 cores.
+sweep: setup data
+	dvc repro $(PULL) split
+	python scripts/repro.py --cd sweep $(PULL)
+	@sed -n '/^## Verdicts/,/^## Figures/p' sweep/report.md | grep -v '^## Figures'
+
 # Every variant tuned with the same budget (tune/params.yaml, docs/tuning.md), then its best
 # setting trained on the standard seeds: a DVC project of its own in tune/, on the main split and
 # run configs. The main pipeline's results (committed) are the shared-setting side of tune/tuning.md.
@@ -52,7 +59,7 @@ decide: setup data
 # The study's outputs too, when this clone has them, to the same remote.
 push: setup
 	python scripts/push_run_cache.py
-	@if [ -f study/dvc.lock ] && [ -d study/data/models ]; then python scripts/push_run_cache.py --project study; fi
+	@for p in study sweep; do if [ -f $$p/dvc.lock ] && [ -d $$p/data/models ]; then python scripts/push_run_cache.py --project $$p; fi; done
 
 test: setup data
 	@scripts/ensure-test-services.sh

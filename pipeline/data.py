@@ -10,9 +10,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-# The datasets stage download can fetch: torchvision.datasets classes of these names.
-DATASETS = ("FashionMNIST", "MNIST", "KMNIST", "QMNIST")
-
 
 def split_file(folder, split):
     return Path(folder) / f"{split}.pt"

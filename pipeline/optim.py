@@ -1,5 +1,5 @@
 """Optimisers and learning-rate schedules by name: the choices params.yaml accepts for train.optimizer and
-train.scheduler are the keys of these dicts (pipeline/params.py derives its schema from them)."""
+train.scheduler are the keys of these dicts (pipeline/choices.py names them for the params schema)."""
 
 import torch
 

@@ -2,9 +2,9 @@
 
 params.yaml is the single source of truth: no field here has a default, so a
 missing key is an error, and so is an unknown one (extra="forbid"). The valid
-choices are the keys of the dicts that implement them (models.ACTIVATIONS,
-models.ARCHITECTURES, optim.OPTIMIZERS, optim.SCHEDULERS, data.DATASETS), so
-the schema cannot drift from the code. Strict mode: YAML's `true` is not an
+choices are pipeline/choices.py's names (a test keeps them equal to the keys of
+the dicts that implement them), so the schema imports no model or kernel code
+and a kernel edit re-runs training only. Strict mode: YAML's `true` is not an
 integer, and text is not a number. The file is read as DVC reads it, with
 ruamel.yaml's YAML 1.2 (`1e-3` is a number, `yes` is text). Every error becomes
 one line (ParamsError) naming the key and what would be valid.
@@ -16,10 +16,8 @@ from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipeline.data import DATASETS
+from pipeline.choices import ACTIVATIONS, ARCHITECTURES, DATASETS, OPTIMIZERS, SCHEDULERS
 from pipeline.errors import PipelineError
-from pipeline.models import ACTIVATIONS, ARCHITECTURES
-from pipeline.optim import OPTIMIZERS, SCHEDULERS
 
 # Variant names become DVC stage names and `-S variants.<name>.x=...` keys,
 # where Hydra's override grammar allows no '-'.
@@ -186,9 +184,11 @@ class Architecture(Section):
 
 
 class Variant(Architecture):
-    # Optional, absent from the LeNet-5 variants: train.* values this variant
-    # alone sets differently (e.g. {hflip: true}); the small-CNN study uses them.
+    # Optional, absent from the LeNet-5 variants: train.* and model.* values this
+    # variant alone sets differently (e.g. train: {hflip: true}, model: {activation:
+    # tanh}); the small-CNN study and the sweep use them.
     train: dict[str, Any] = Field(default_factory=dict)
+    model: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunConfig(Section):
@@ -222,6 +222,7 @@ class Params(Section):
                     f"and only there; arch is {variant.arch!r}"
                 )
             self.train_for(name)  # the overrides are valid train keys and values
+            self.model_for(name)  # and model keys this variant reads
         for name, variant in self.variants.items():
             if variant.batchnorm and self.train_for(name).batch_size < 2:
                 raise ValueError(
@@ -241,15 +242,35 @@ class Params(Section):
 
     def run_config(self, name):
         """The RunConfig of variant `name`: its architecture, the model keys it reads, its train settings."""
-        variant = self.variant(name)
+        variant, shared = self.variant(name), self.model_for(name)
         model = {key: None for key in ModelRead.model_fields}
-        model.update({key: getattr(self.model, key) for key in variant.keys_read()})
+        model.update({key: getattr(shared, key) for key in variant.keys_read()})
         return RunConfig(
             variant=name,
-            architecture=Architecture(**variant.model_dump(exclude={"train"})),
+            architecture=Architecture(**variant.model_dump(exclude={"train", "model"})),
             model=ModelRead(**model),
             train=TrainSettings(**self.train_for(name).model_dump(exclude={"seeds"})),
         )
+
+    def model_for(self, name):
+        """The model section as variant `name` sees it: model.* with its own `model:` overrides, each a key
+        the variant reads (an override it would ignore is a mistake, not a no-op)."""
+        variant = self.variant(name)
+        for key in variant.model:
+            if key not in Model.model_fields:
+                raise ValueError(
+                    f"unknown key variants.{name}.model.{key}; valid keys here: {', '.join(Model.model_fields)}"
+                )
+            if key not in variant.keys_read():
+                raise ValueError(
+                    f"variants.{name}.model.{key}: variant {name} does not read model.{key} "
+                    f"(it reads {', '.join(variant.keys_read())})"
+                )
+        try:
+            return Model.model_validate({**self.model.model_dump(), **variant.model})
+        except ValidationError as e:
+            error = e.errors()[0]
+            raise ValueError(one_line({**error, "loc": ("variants", name, "model", *error["loc"])})) from None
 
     def train_for(self, name):
         """The train section as variant `name` sees it: train.* with its own `train:` overrides."""
@@ -331,14 +352,59 @@ def validate(raw):
         raise ParamsError(one_line(e.errors()[0])) from None
 
 
-def load_params(path="params.yaml"):
+# A second pipeline's params file (study/params.yaml, sweep/params.yaml) names the main params.yaml as
+# its `base:` and sets only these keys, each replacing the base's: what its dvc.yaml interpolates
+# (train.seeds, variants) and what names its results (report.baseline, tracking). A variant's own
+# train.* and model.* values go under variants.<name>. Every other setting is the base's alone, so no
+# setting is written twice, and each stage's DVC params deps can name the one file that holds each key.
+OWN_KEYS = {"train": ("seeds",), "report": ("baseline",), "tracking": ("enabled", "experiment"), "variants": None}
+VARIANT_OWN = ("train", "model")
+
+
+def _read_yaml(path):
     from ruamel.yaml import YAML, YAMLError
 
-    path = Path(path)
     try:
-        raw = YAML(typ="safe", pure=True).load(path.read_text())
+        return YAML(typ="safe", pure=True).load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"params file {path} not found") from None
     except YAMLError as e:
         raise ParamsError(f"{path} is not valid YAML: {' '.join(str(e).split())[:200]}") from None
+
+
+def with_base(raw, path):
+    """A file with `base:` merged over its base file, as one params.yaml; ParamsError on a key it may not set."""
+    own = ", ".join(f"{s}.{k}" if k else s for s, keys in OWN_KEYS.items() for k in keys or [None])
+    if not isinstance(raw["base"], str) or not raw["base"]:
+        raise ParamsError(f"{path}: base must be the path of the main params file, got {raw['base']!r}")
+    base_path = path.parent / raw["base"]
+    merged = _read_yaml(base_path)
+    if not isinstance(merged, dict) or "base" in merged:
+        raise ParamsError(f"{path}: base {raw['base']} must be a params file without a base of its own")
+    for section, value in raw.items():
+        if section == "base":
+            continue
+        hint = " (a variant's own values go under variants.<name>.train and .model)" if section in VARIANT_OWN else ""
+        if section not in OWN_KEYS:
+            raise ParamsError(f"{path}: {section} is read from its base {raw['base']}; this file sets only {own}{hint}")
+        if OWN_KEYS[section] is None:
+            merged[section] = value
+            continue
+        if not isinstance(value, dict):
+            raise ParamsError(f"{path}: {section} must be a mapping of keys to values, got {value!r}")
+        for key in value:
+            if key not in OWN_KEYS[section]:
+                raise ParamsError(
+                    f"{path}: {section}.{key} is read from its base {raw['base']}; this file sets only {own}{hint}"
+                )
+        merged[section] = {**(merged.get(section) or {}), **value}
+    return merged
+
+
+def load_params(path="params.yaml"):
+    """Params from a params file: params.yaml, or a second pipeline's file over its `base:`."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if isinstance(raw, dict) and "base" in raw:
+        raw = with_base(raw, path)
     return validate(raw)

@@ -164,6 +164,12 @@ def load_logged_model(uri):
 
     from pipeline import tracking
 
+    store = tracking.store_path(tracking.tracking_uri())
+    if store is not None and not store.exists():  # MLflow would create an empty store there, then find nothing
+        raise PipelineError(
+            f"{uri}: there is no MLflow store at {store}; run the pipeline first (`make run`), or point "
+            "MLFLOW_TRACKING_URI at the store that holds the model"
+        )
     mlflow.set_tracking_uri(tracking.tracking_uri())
     tracking.tidy_store(mlflow)
     # MLflow's download bar, like ours (tqdm's disable=None), only on a terminal

@@ -113,10 +113,11 @@ def flatten(prefix, value):
 
 def resolved_params(params, variant):
     """The config one variant's stages use: shared sections plus its own features."""
-    used = params.model_dump(include={"data", "model", "evaluate"})
+    used = params.model_dump(include={"data", "evaluate"})
     del used["data"]["sources"]
-    used["train"] = params.train_for(variant).model_dump()  # with the variant's own overrides
-    used["variant"] = params.variants[variant].model_dump(exclude={"train"})
+    used["model"] = params.model_for(variant).model_dump()  # with the variant's own overrides
+    used["train"] = params.train_for(variant).model_dump()
+    used["variant"] = params.variants[variant].model_dump(exclude={"train", "model"})
     return flatten("", used)
 
 

@@ -89,8 +89,9 @@ def workers(project):
             sys.exit(f"error: PIPELINE_WORKERS must be a whole number >= 1, got {chosen!r}")
         return int(chosen)
     params = yaml.safe_load((project / "params.yaml").read_text())
-    if "train" not in params:  # tune/params.yaml: the settings are the main project's
-        params = yaml.safe_load((project.parent / "params.yaml").read_text())
+    if "train" not in params or "base" in params:  # tune/, or the study's and sweep's files over ../params.yaml
+        base = yaml.safe_load((project.parent / "params.yaml").read_text())
+        params = {"train": base["train"], "variants": params.get("variants", base["variants"])}
     threads = max(
         [params["train"]["threads"]] + [v.get("train", {}).get("threads", 1) for v in params["variants"].values()]
     )

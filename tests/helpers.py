@@ -160,13 +160,17 @@ def s3_server(bucket):
 
 
 def shrunk_params(source, profile="params.yaml", **overrides):
-    """The project's real params.yaml (or another profile: study/params.yaml), shrunk to seconds on synthetic data."""
+    """The project's real params.yaml (or a second pipeline's file, study/params.yaml: its own keys), shrunk to
+    seconds on synthetic data."""
     params = yaml.safe_load((ROOT / profile).read_text())
-    params["data"]["sources"]["FashionMNIST"] = [str(source)]
-    params["data"]["verify_checksums"] = False  # synthetic files have no pinned sums
-    params["data"]["val_size"] = 100
-    params["train"].update(epochs=2, batch_size=64, seeds=[0, 1], threads=1)
-    params["evaluate"].update(latency_repeats=2, threads=1)
+    if "base" in params:  # a second pipeline's file (the study's): its base, the shrunk params.yaml, does the rest
+        params["train"]["seeds"] = [0, 1]
+    else:
+        params["data"]["sources"]["FashionMNIST"] = [str(source)]
+        params["data"]["verify_checksums"] = False  # synthetic files have no pinned sums
+        params["data"]["val_size"] = 100
+        params["train"].update(epochs=2, batch_size=64, seeds=[0, 1], threads=1)
+        params["evaluate"].update(latency_repeats=2, threads=1)
     for dotted, value in overrides.items():
         *path, last = dotted.split(".")
         node = params
@@ -175,7 +179,10 @@ def shrunk_params(source, profile="params.yaml", **overrides):
         node[last] = value
     for variant in params["variants"].values():  # a variant's own schedule (the study's cnn2: 60) shrinks too
         if "epochs" in variant.get("train", {}):
-            variant["train"]["epochs"] = params["train"]["epochs"]
+            if "base" in params:
+                del variant["train"]["epochs"]  # the base's shrunk train.epochs
+            else:
+                variant["train"]["epochs"] = params["train"]["epochs"]
     return params
 
 

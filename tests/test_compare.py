@@ -1,5 +1,7 @@
 """The compare command ranks known metrics correctly, by val accuracy, with the spread over seeds."""
 
+import sys
+
 import pytest
 
 from pipeline.compare import flat_rows, markdown, pivot, rank
@@ -156,3 +158,95 @@ def test_a_key_one_experiment_added_is_unset_in_the_others():
         "| 2 | dropout | unset | 1 | 90.00% | 50.00% | main |",
     ]
     assert list(pivot(ranked, changed).index) == [40, "unset"]
+
+
+WRITE_METRICS = """
+import json, pathlib, yaml
+dropout = yaml.safe_load(open("params.yaml"))["model"]["dropout"]
+pathlib.Path("metrics").mkdir(exist_ok=True)
+for seed in (0, 1):  # val: 0.3 best, then 0.1, then 0.5; test the other way (never what ranks)
+    val, test = 0.9 - abs(dropout - 0.25) / 10 + seed / 100, 0.8 + dropout / 10 + seed / 100
+    for variant, shift in (("dropout", 0.0), ("vanilla", -0.05)):
+        path = pathlib.Path(f"metrics/{variant}.json")
+        old = json.loads(path.read_text()) if seed else {}
+        path.write_text(json.dumps({**old, f"val_acc_seed{seed}": val + shift, f"test_acc_seed{seed}": test + shift}))
+"""
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A real DVC project whose stage turns model.dropout into per-seed metrics, with three experiments."""
+    from helpers import project_env, run
+
+    repo = tmp_path_factory.mktemp("compare") / "project"
+    repo.mkdir()
+    env = project_env(repo)
+    (repo / "write.py").write_text(WRITE_METRICS)
+    (repo / "params.yaml").write_text("model:\n  dropout: 0.3\ntrain:\n  seeds: [0, 1]\n")
+    (repo / "dvc.yaml").write_text(
+        "stages:\n  score:\n    cmd: python write.py\n    deps: [write.py]\n    params: [model.dropout]\n"
+        "    metrics:\n      - metrics/dropout.json:\n          cache: false\n"
+        "      - metrics/vanilla.json:\n          cache: false\n"
+    )
+    for command in (["git", "init", "-q", "-b", "main"], ["dvc", "init", "-q"], ["dvc", "repro"]):
+        run(command, repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "sweep"], repo, env)
+    first = run(["git", "rev-parse", "HEAD"], repo, env).stdout.strip()
+    for dropout in (0.1, 0.5):
+        run(["dvc", "exp", "run", "-S", f"model.dropout={dropout}", "-n", f"d{dropout}"], repo, env)
+    (repo / "notes.txt").write_text("a later commit: its experiments are none of the above\n")
+    run(["git", "add", "notes.txt"], repo, env)
+    run(["git", "commit", "-qm", "later"], repo, env)
+    return repo, env, first
+
+
+def compare(repo, env, *args, check=True):
+    """`python -m pipeline.compare --repo <the project>`, run from this checkout (where pipeline/ is)."""
+    from helpers import ROOT, run
+
+    return run([sys.executable, "-m", "pipeline.compare", "--repo", str(repo), *args], ROOT, env, check=check)
+
+
+@pytest.mark.slow
+def test_the_command_ranks_an_older_commits_experiments_and_writes_its_files(sweep, tmp_path):
+    repo, env, first = sweep
+    out = compare(repo, env, "--rev", first, "--md", str(tmp_path / "t.md"), "--figure", str(tmp_path / "f.png"))
+    table = out.stdout.strip()
+    assert (tmp_path / "t.md").read_text() == table + "\n"
+    assert (tmp_path / "f.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lines = table.splitlines()
+    assert lines[0] == "| rank | variant | model.dropout | seeds | val acc | test acc | experiments |"
+    # mean val 0.900 at dropout 0.3, 0.890 at 0.1, 0.880 at 0.5; vanilla 0.05 below each
+    assert [line.split(" | ")[1:3] for line in lines[2:]] == [
+        ["dropout", "0.3"],
+        ["dropout", "0.1"],
+        ["dropout", "0.5"],
+        ["vanilla", "0.3"],
+        ["vanilla", "0.1"],
+        ["vanilla", "0.5"],
+    ]
+    assert "| 2 | 90.00% ± 0.71% | 83.50% ± 0.71% |" in lines[2]
+    only = compare(repo, env, "--rev", first, "--variant", "vanilla").stdout
+    assert "| dropout |" not in only and only.count("| vanilla |") == 3
+
+
+@pytest.mark.slow
+def test_the_pivot_and_its_errors_from_the_command_line(sweep):
+    repo, env, first = sweep
+    table = compare(repo, env, "--rev", first, "--pivot").stdout.splitlines()
+    assert [cell.strip() for cell in table[0].split("|")[1:-1]] == [
+        "model.dropout",
+        "dropout",
+        "vanilla",
+        "mean over variants",
+    ]
+    assert table[2].split("|")[1].strip() == "0.3" and "87.50%" in table[2]  # (0.900 + 0.850) / 2
+    head = compare(repo, env, "--pivot", check=False)  # HEAD: the later commit, with no experiments
+    assert head.returncode != 0
+    assert head.stderr.strip().splitlines()[-1] == "error: --pivot needs experiments that differ in some param"
+    wrong = compare(repo, env, "--params", "study/params.yaml", check=False)
+    assert (
+        wrong.returncode != 0
+        and "--params study/params.yaml: not a params file of these experiments; one of: params.yaml" in wrong.stderr
+    )

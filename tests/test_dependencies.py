@@ -12,6 +12,8 @@ import pytest
 import yaml
 from helpers import ROOT
 
+from pipeline.params import OWN_KEYS
+
 STAGES = ("check", "download", "split", "train", "evaluate", "report", "tune", "tune_report")
 # Imported by stages, but never change a result, so that changing them re-runs nothing:
 NOT_DEPS = {
@@ -51,7 +53,7 @@ def closure(module):
 
 def stage_definitions():
     """Every pipeline's: dvc.yaml, the small-CNN study's study/dvc.yaml and the tune pipeline's tune/dvc.yaml."""
-    for dvcfile in ("dvc.yaml", "study/dvc.yaml", "tune/dvc.yaml"):
+    for dvcfile in ("dvc.yaml", "study/dvc.yaml", "sweep/dvc.yaml", "tune/dvc.yaml"):
         stages = yaml.safe_load((ROOT / dvcfile).read_text())["stages"]
         for name, stage in stages.items():
             body = stage.get("do", stage)
@@ -82,22 +84,39 @@ def test_the_closure_finds_what_is_there():
     assert "pipeline.pool" in closure("pipeline.train")
 
 
-def test_the_study_pipeline_runs_the_main_pipelines_stages():
-    """study/dvc.yaml repeats the main train, evaluate and report stages (DVC has no include): the
-    same commands, deps, params and outputs, run from study/ (a DVC project of its own) with the main
-    project's code (PYTHONPATH=.., deps under ../pipeline/) and split (../data/split)."""
+def own_and_base(main_params):
+    """A main stage's params deps as a second pipeline lists them: each key from the file that holds it
+    (pipeline/params.py: OWN_KEYS), the whole of both files where the main stage reads the whole file."""
+    own, base = [], []
+    for entry in main_params:
+        if isinstance(entry, dict):  # `params.yaml:`: all of it
+            return [{"params.yaml": None}, {"../params.yaml": None}]
+        section, _, key = entry.partition(".")
+        mine = section in OWN_KEYS and (OWN_KEYS[section] is None or key in OWN_KEYS[section])
+        own += [entry] if mine else [f"{section}.{k}" for k in OWN_KEYS.get(section) or [] if not key]
+        base += [] if mine else [entry]
+    return [{"params.yaml": own}, {"../params.yaml": base}]
+
+
+@pytest.mark.parametrize("project", ["study", "sweep"])
+def test_a_second_pipeline_runs_the_main_pipelines_stages(project):
+    """study/dvc.yaml and sweep/dvc.yaml repeat the main train, evaluate and report stages (DVC has no
+    include): the same commands, deps and outputs, run from their folder (a DVC project of its own) with the
+    main project's code (PYTHONPATH=.., deps under ../pipeline/) and split (../data/split), each params key
+    from the file that holds it."""
     main = yaml.safe_load((ROOT / "dvc.yaml").read_text())
-    study = yaml.safe_load((ROOT / "study/dvc.yaml").read_text())
-    assert set(study["vars"][0]["paths"]) <= set(main["vars"][0]["paths"])  # the same names, other places
-    assert study["vars"][0]["paths"]["split"] == "../" + main["vars"][0]["paths"]["split"]
+    sub = yaml.safe_load((ROOT / project / "dvc.yaml").read_text())
+    assert set(sub["vars"][0]["paths"]) <= set(main["vars"][0]["paths"])  # the same names, other places
+    assert sub["vars"][0]["paths"]["split"] == "../" + main["vars"][0]["paths"]["split"]
     for name in ("check", "train", "evaluate", "report"):
-        ours, theirs = main["stages"][name], study["stages"][name]
+        ours, theirs = main["stages"][name], sub["stages"][name]
         ours, theirs = ours.get("do", ours), theirs.get("do", theirs)
         assert theirs["cmd"] == "PYTHONPATH=.. " + ours["cmd"], name
         relative = [f"../{d}" if str(d).startswith("pipeline/") else d for d in ours["deps"]]
         assert theirs["deps"] == [d for d in relative if not str(d).startswith("${paths.raw}")], name
-        assert theirs.get("params") == ours.get("params"), name
+        if "params" in ours:
+            assert theirs["params"] == own_and_base(ours["params"]), name
         for kind in ("outs", "metrics", "plots"):
             assert theirs.get(kind) == ours.get(kind), (name, kind)
         assert "wdir" not in theirs
-    assert set(study.get("stages")) == {"check", "train", "evaluate", "report"}
+    assert set(sub.get("stages")) == {"check", "train", "evaluate", "report"}

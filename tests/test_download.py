@@ -101,3 +101,71 @@ def test_debian_files_match_the_pinned_sums(tmp_path):
     test = FashionMNIST(out, train=False, download=False)
     assert len(test) == 10000 and torch.bincount(test.targets).tolist() == [1000] * 10
     assert set(RAW_SHA256["FashionMNIST"]) == {p.name for p in (out / "FashionMNIST" / "raw").iterdir()}
+
+
+@pytest.fixture
+def torchvision_mirrors(idx_folder, monkeypatch):
+    """torchvision's FashionMNIST pointed at loopback mirrors laid out like its own (<mirror>/<name>.gz): a
+    refused one first, then ours, with the .gz MD5s of our synthetic files where torchvision pins the real ones.
+    Only the addresses and sums change: download reads them from torchvision as it does in production."""
+    import hashlib
+
+    from helpers import free_port
+
+    folder, _ = idx_folder
+    resources = [(name, hashlib.md5((folder / name).read_bytes()).hexdigest()) for name, _ in FashionMNIST.resources]
+    with serve_folder(folder) as url:
+        refused = f"http://127.0.0.1:{free_port()}/"
+        monkeypatch.setattr(FashionMNIST, "mirrors", [refused, url])
+        monkeypatch.setattr(FashionMNIST, "resources", resources)
+        yield folder, url, refused
+
+
+def test_torchvision_mirrors_are_tried_in_order_and_the_gz_md5_checked(torchvision_mirrors, tmp_path):
+    folder, url, refused = torchvision_mirrors
+    out = download("FashionMNIST", ["torchvision"], tmp_path / "raw", True, pinned={})  # no sha256: the MD5
+    assert len(FashionMNIST(out, train=True, download=False)) == 600
+    assert len(FashionMNIST(out, train=False, download=False)) == 200
+
+
+def test_a_gz_whose_md5_differs_from_torchvisions_is_refused(torchvision_mirrors, tmp_path):
+    folder, url, refused = torchvision_mirrors
+    path = folder / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(path.read_bytes() + b"\0")  # still a valid gzip stream, another MD5
+    with pytest.raises(DataError) as error:
+        download("FashionMNIST", ["torchvision"], tmp_path / "raw", True, pinned={})
+    message = str(error.value)
+    assert "no source gave a valid t10k-labels-idx1-ubyte" in message and "checksum mismatch: .gz MD5" in message
+    assert f"{refused}t10k-labels-idx1-ubyte.gz (URLError" in message and "\n" not in message
+    assert not (tmp_path / "raw").exists()
+    # with checks off the same file passes
+    download("FashionMNIST", ["torchvision"], tmp_path / "raw", False, pinned={})
+    assert len(FashionMNIST(tmp_path / "raw", train=False, download=False)) == 200
+
+
+@pytest.mark.parametrize("status", [404, 500])
+def test_an_http_error_is_named_and_the_next_source_tried(idx_folder, tmp_path, status):
+    import http.server
+    import threading
+
+    class Failing(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(status)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    folder, sums = idx_folder
+    failing = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        out = download("FashionMNIST", [failing, str(folder)], tmp_path / "raw", True, pinned={"FashionMNIST": sums})
+        assert len(FashionMNIST(out, train=True, download=False)) == 600  # the folder after the failing server
+        with pytest.raises(DataError) as error:
+            download("FashionMNIST", [failing], tmp_path / "other", True, pinned={"FashionMNIST": sums})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert f"{failing}/train-images-idx3-ubyte.gz (HTTPError: HTTP Error {status}" in str(error.value)
+    assert not (tmp_path / "other").exists()

@@ -78,6 +78,14 @@ REAL["variants"]["cnn"] = {**REAL["variants"]["vanilla"], "arch": "cnn", "cnn": 
             {k: v for k, v in CNN.items() if k != "residual"},
             "missing key variants.cnn.cnn.residual",
         ),
+        (("variants", "vanilla", "model"), {"actvation": "tanh"}, "unknown key variants.vanilla.model.actvation"),
+        (("variants", "vanilla", "model"), {"activation": "banana"}, "variants.vanilla.model.activation must be one"),
+        (("variants", "dropout", "model"), {"dropout": 1.5}, "variants.dropout.model.dropout must be < 1, got 1.5"),
+        (
+            ("variants", "vanilla", "model"),
+            {"dropout": 0.5},
+            "variants.vanilla.model.dropout: variant vanilla does not read model.dropout (it reads activation)",
+        ),
     ],
 )
 def test_bad_params_name_the_key(path, value, message):
@@ -91,6 +99,93 @@ def test_a_variants_train_overrides_apply_to_it_alone():
     params = validate(broken(("variants", "dropout", "train"), {"hflip": True, "epochs": 3}))
     assert params.train_for("dropout").hflip and params.train_for("dropout").epochs == 3
     assert not params.train_for("vanilla").hflip and params.train_for("vanilla").epochs == REAL["train"]["epochs"]
+
+
+def test_a_variants_model_overrides_change_its_run_config_alone():
+    params = validate(broken(("variants", "dropout", "model"), {"activation": "tanh", "dropout": 0.1}))
+    real = validate(REAL)
+    assert params.run_config("dropout").model.activation == "tanh" and params.run_config("dropout").model.dropout == 0.1
+    assert params.model_for("dropout").dropout == 0.1 and params.model.dropout == REAL["model"]["dropout"]
+    assert all(params.run_config(v) == real.run_config(v) for v in REAL["variants"] if v != "dropout")
+    assert "model" not in params.run_config("dropout").architecture.model_dump()
+
+
+def test_the_choices_are_the_keys_of_the_code_that_implements_them():
+    """choices.py spells the names out so that the schema imports no model code; this keeps them equal."""
+    import torchvision.datasets
+
+    from pipeline import choices, models, optim
+
+    assert choices.ACTIVATIONS == tuple(models.ACTIVATIONS) and choices.ARCHITECTURES == tuple(models.ARCHITECTURES)
+    assert choices.OPTIMIZERS == tuple(optim.OPTIMIZERS) and choices.SCHEDULERS == tuple(optim.SCHEDULERS)
+    assert all(hasattr(torchvision.datasets, name) for name in choices.DATASETS)
+
+
+def test_the_params_schema_imports_no_model_kernel_or_optimiser_code():
+    """What every stage imports: a kernel edit must not change download's or split's dependencies."""
+    from test_dependencies import closure
+
+    assert closure("pipeline.params") == {"pipeline.params", "pipeline.choices", "pipeline.errors"}
+
+
+def write_sub(tmp_path, text):
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub/params.yaml").write_text(text)
+    return tmp_path / "sub/params.yaml"
+
+
+def test_a_second_pipelines_file_sets_its_own_keys_over_its_base(tmp_path):
+    sub = write_sub(
+        tmp_path,
+        "base: ../params.yaml\ntrain: {seeds: [4]}\nreport: {baseline: tanh}\ntracking: {experiment: x}\n"
+        "variants:\n  tanh: {arch: lenet5, batchnorm: false, dropout: false, weight_decay: false,"
+        " model: {activation: tanh}}\n",
+    )
+    params, base = load_params(sub), validate(REAL)
+    assert params.train.seeds == [4] and params.train.lr == base.train.lr and params.data == base.data
+    assert list(params.variants) == ["tanh"] and params.report.baseline == "tanh"
+    assert params.report.margin == base.report.margin and params.tracking.experiment == "x"
+    assert params.tracking.enabled == base.tracking.enabled
+    assert params.run_config("tanh").model.activation == "tanh"
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("base: ../params.yaml\nmodel: {dropout: 0.2}\n", "model is read from its base ../params.yaml; this file"),
+        ("base: ../params.yaml\nmodel: {dropout: 0.2}\n", "variants.<name>.train and .model"),
+        ("base: ../params.yaml\ntrain: {lr: 0.2}\n", "train.lr is read from its base ../params.yaml"),
+        ("base: ../params.yaml\ntrain: {lr: 0.2}\n", "sets only train.seeds, report.baseline, tracking.enabled"),
+        ("base: ../params.yaml\ntrain: [1]\n", "train must be a mapping of keys to values, got [1]"),
+        ("base: ../nowhere.yaml\n", "params file"),
+        ("base: ../nowhere.yaml\n", "nowhere.yaml not found"),
+        ("base: 3\n", "base must be the path of the main params file, got 3"),
+        ("base: params.yaml\n", "base params.yaml must be a params file without a base of its own"),
+        ("base: ../params.yaml\nreport: {baseline: nobody}\n", "report.baseline must name a variant (vanilla"),
+    ],
+)
+def test_a_second_pipelines_file_names_what_it_may_not_set(tmp_path, text, message):
+    with pytest.raises(ParamsError) as error:
+        load_params(write_sub(tmp_path, text))
+    assert message in str(error.value) and "\n" not in str(error.value)
+
+
+def test_the_sweep_is_activation_by_batchnorm_by_dropout():
+    """docs/sweep.md's grid: 2 x 2 x 3 cells, each LeNet-5 built as its name says, on 3 seeds."""
+    from pipeline.models import build_model
+
+    sweep = load_params(ROOT / "sweep/params.yaml")
+    cells = set()
+    for name, variant in sweep.variants.items():
+        model = build_model(variant, sweep.run_config(name).model)
+        activation = type(model.act3).__name__.lower()
+        rate = next((m.p for m in model.modules() if type(m).__name__ == "Dropout" and m.p > 0), 0)
+        batchnorm = any("BatchNorm" in type(m).__name__ for m in model.modules())
+        cells.add((activation, batchnorm, rate))
+        assert name == activation + ("_bn" if batchnorm else "") + {0: "", 0.1: "_d01", 0.5: "_d05"}[rate]
+    assert cells == {(a, b, r) for a in ("relu", "tanh") for b in (False, True) for r in (0, 0.1, 0.5)}
+    assert sweep.train.seeds == [0, 1, 2] and sweep.report.baseline == "relu"
 
 
 def test_exponents_without_a_dot_are_numbers_as_dvc_reads_them(tmp_path):

@@ -121,6 +121,26 @@ def test_repro_again_does_nothing(reproduced):
     assert "Running stage" not in run(["dvc", "repro"], repo, env).stdout
 
 
+def changed_stages(repo, env):
+    return set(json.loads(run(["dvc", "status", "--json"], repo, env).stdout))
+
+
+def test_a_kernel_edit_reruns_training_and_scoring_only(reproduced):
+    """The params schema imports no model code (pipeline/choices.py): editing the pooling kernel leaves
+    check, download, split and report as they were; editing download's code, download alone (then split
+    runs only if the raw files changed)."""
+    repo, env, _ = reproduced
+    trained = {f"evaluate@{v}" for v in VARIANTS} | {f"train@{v}-{seed}" for v in VARIANTS for seed in (0, 1)}
+    for module, expected in (("pipeline/pool.py", trained), ("pipeline/download.py", {"download"})):
+        original = (repo / module).read_text()
+        (repo / module).write_text(original + "\n# an edit\n")
+        try:
+            assert changed_stages(repo, env) == expected, module
+        finally:
+            (repo / module).write_text(original)
+    assert changed_stages(repo, env) == set()
+
+
 def test_changing_dropout_reruns_only_the_dropout_variant(reproduced):
     repo, env, _ = reproduced
     run(["git", "add", "-A"], repo, env)

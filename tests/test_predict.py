@@ -1,6 +1,7 @@
 """pipeline.predict against an oracle: the same checkpoint scored by the engine, on IDX files and PNG files."""
 
 import gzip
+import os
 import re
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import pytest
 import torch
 from helpers import ROOT, shrunk_params, train_one, write_idx_folder
 from PIL import Image
+from torchvision.datasets.mnist import read_image_file
 
 from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
@@ -55,11 +57,12 @@ def test_the_test_split_by_default_matches_the_engine(checkpoint, split_dir, tmp
 
 
 def test_idx_files_and_image_files_give_the_same_classes(checkpoint, split_dir, tmp_path):
-    sums = write_idx_folder(tmp_path / "idx")  # gzipped IDX files, as the datasets ship
-    assert sums
+    write_idx_folder(tmp_path / "idx")  # gzipped IDX files, as the datasets ship
     images = torch.from_numpy(read_idx(tmp_path / "idx" / "t10k-images-idx3-ubyte.gz").copy())  # a writable copy
     labels = read_idx(tmp_path / "idx" / "t10k-labels-idx1-ubyte.gz")
     assert images.shape == (200, 28, 28) and labels.shape == (200,)
+    (tmp_path / "raw").write_bytes(gzip.decompress((tmp_path / "idx" / "t10k-images-idx3-ubyte.gz").read_bytes()))
+    assert torch.equal(images, read_image_file(str(tmp_path / "raw")))  # torchvision's own IDX reader
     pngs = tmp_path / "pngs"
     pngs.mkdir()
     for i in range(5):
@@ -124,6 +127,60 @@ def test_a_file_that_is_not_an_image_is_one_line_naming_it(checkpoint, split_dir
         result = predict_cli(checkpoint, "--split", split_dir, "--images", given, "--out", tmp_path / "p.csv")
         assert result.returncode == 2 and result.stderr.strip().splitlines() == [message]
     assert not (tmp_path / "p.csv").exists()
+
+
+def test_inputs_that_do_not_fit_are_one_line_each_and_write_nothing(checkpoint, split_dir, tmp_path):
+    write_idx_folder(tmp_path / "idx")
+    images, labels = tmp_path / "idx/t10k-images-idx3-ubyte.gz", tmp_path / "idx/t10k-labels-idx1-ubyte.gz"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "floats").write_bytes(b"\0\0\x0d\x01" + (1).to_bytes(4, "big") + b"\0\0\0\0")  # IDX of float32
+    broken = tmp_path / "models/vanilla/seed1.pt"
+    broken.write_bytes(checkpoint.read_bytes()[:1000])  # a truncated checkpoint
+    train_labels = tmp_path / "idx/train-labels-idx1-ubyte.gz"  # 600 labels
+    for args, message in [
+        (["--images", labels], f"{labels}: IDX images must be N x 28 x 28, got (200,)"),
+        (["--images", images, "--labels", train_labels], f"{train_labels} holds 600 labels for 200 images"),
+        (["--images", tmp_path / "empty"], f"{tmp_path / 'empty'} holds no image files (.png, .jpg, .jpeg"),
+        (["--images", tmp_path / "floats"], f"{tmp_path / 'floats'} is not an IDX file of unsigned bytes (its header "),
+    ]:
+        result = predict_cli(checkpoint, "--split", split_dir, *args, "--out", tmp_path / "p.csv")
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert result.stderr.startswith(f"error: {message}"), result.stderr
+    for given, message in [
+        (tmp_path / "none.pt", f"model checkpoint {tmp_path / 'none.pt'} not found (run stage train first)"),
+        (broken, f"{broken} cannot be read ("),
+    ]:
+        result = predict_cli(given, "--split", split_dir, "--out", tmp_path / "p.csv")
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {message}"), result.stderr
+    assert "`dvc checkout " in result.stderr and "`dvc repro --force train@vanilla-1`" in result.stderr
+    assert not (tmp_path / "p.csv").exists()
+
+
+def test_a_model_uri_the_store_lacks_is_one_line_naming_the_store(tmp_path):
+    def predict_uri(store):
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.predict", "models:/nobody@champion", "--out", str(tmp_path / "p.csv")],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "MLFLOW_TRACKING_URI": store},
+        )
+
+    db = tmp_path / "mlflow.db"
+    result = predict_uri(f"sqlite:///{db}")  # no store there: said, and none created
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        f"error: models:/nobody@champion: there is no MLflow store at {db}; run the pipeline first (`make run`), "
+        "or point MLFLOW_TRACKING_URI at the store that holds the model"
+    ]
+    assert not db.exists()
+    subprocess.run(
+        [sys.executable, "-m", "mlflow", "db", "upgrade", f"sqlite:///{db}"], check=True, capture_output=True
+    )
+    result = predict_uri(f"sqlite:///{db}")  # a store without that model
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith(
+        f"error: models:/nobody@champion: cannot load it from sqlite:///{db} ("
+    )
+    assert "nobody" in result.stderr.strip().splitlines()[-1] and not (tmp_path / "p.csv").exists()
 
 
 def test_an_oversized_image_and_a_folder_as_output_are_one_line_each(checkpoint, split_dir, tmp_path):

@@ -7,23 +7,39 @@ import sys
 
 import pytest
 import torch
+import yaml
 from helpers import ROOT, make_project, run, shrunk_params, write_idx_folder
 
 from pipeline.compare import exp_show, flat_rows, rank
 from pipeline.models import build_model, count_parameters
-from pipeline.params import load_params, validate
+from pipeline.params import load_params
 
 STUDY = load_params(ROOT / "study/params.yaml")
 
 
 def test_the_study_profile_holds_the_studys_rows():
     """2 and 4 conv blocks of 3x3 from 32 channels, batch norm and dropout; flip and erasing rows."""
-    sizes = {name: count_parameters(build_model(v, STUDY.model)) for name, v in STUDY.variants.items()}
+    sizes = {name: count_parameters(build_model(v, STUDY.run_config(name).model)) for name, v in STUDY.variants.items()}
     assert sizes["cnn2"] == 50378 and sizes["cnn4"] == sizes["cnn4_flip"] == sizes["cnn4_erase"] == 391370
     assert all(v.arch == "cnn" and v.batchnorm and v.dropout for v in STUDY.variants.values())
     assert STUDY.train_for("cnn4_flip").hflip and not STUDY.train_for("cnn4").hflip
     assert STUDY.train_for("cnn4_erase").erase > 0 and STUDY.train_for("cnn4").erase == 0
-    assert STUDY.report.baseline == "cnn4" and STUDY.model.dropout == 0.2
+    assert STUDY.report.baseline == "cnn4" and {STUDY.run_config(v).model.dropout for v in STUDY.variants} == {0.2}
+
+
+def test_the_study_reads_the_shared_settings_from_the_main_params_file():
+    """study/params.yaml holds its seeds, rows and names; the rest is ../params.yaml's, written once."""
+    main = load_params(ROOT / "params.yaml")
+    assert STUDY.data == main.data and STUDY.evaluate == main.evaluate and STUDY.model == main.model
+    assert STUDY.train.model_dump(exclude={"seeds"}) == main.train.model_dump(exclude={"seeds"})
+    assert STUDY.report.model_dump(exclude={"baseline"}) == main.report.model_dump(exclude={"baseline"})
+    assert set(yaml.safe_load((ROOT / "study/params.yaml").read_text())) == {
+        "base",
+        "train",
+        "report",
+        "tracking",
+        "variants",
+    }
 
 
 def test_a_variants_train_overrides_change_that_variant_only():
@@ -37,7 +53,7 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     quick = {"train.epochs": 1, "tracking.enabled": False}
     params = shrunk_params(tmp_path / "mirror", **quick)
     params["variants"] = {"vanilla": params["variants"]["vanilla"]}
-    study = shrunk_params(tmp_path / "mirror", "study/params.yaml", **quick)
+    study = shrunk_params(tmp_path / "mirror", "study/params.yaml", **{"tracking.enabled": False})
     study["variants"] = {name: study["variants"][name] for name in ("cnn2", "cnn4_flip")}
     study["report"]["baseline"] = "cnn4_flip"
     for variant in study["variants"].values():
@@ -53,10 +69,12 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     first = run([sys.executable, "scripts/repro.py", "--cd", "study"], repo, env).stdout  # what `make study` runs
     assert "train@cnn2-0 done" in first and "Stage 'train@cnn2-0' didn't change" in first
     assert "Running stage 'train@vanilla" not in first and "Running stage 'split'" not in first
+    written = load_params(study_dir / "params.yaml")
     for name in ("cnn2", "cnn4_flip"):
         metrics = json.loads((repo / f"study/metrics/{name}.json").read_text())
-        assert metrics["seeds"] == 2 and metrics["parameters"] == count_parameters(
-            build_model(validate(study).variants[name], validate(study).run_config(name).model)
+        assert metrics["seeds"] == 2
+        assert metrics["parameters"] == count_parameters(
+            build_model(written.variants[name], written.run_config(name).model)
         )
     report = (repo / "study/report.md").read_text()
     assert "cnn2 − cnn4_flip" in report
