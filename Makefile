@@ -75,7 +75,7 @@ test-fast: setup
 # `make exps REV=<commit>` for the experiments of an older commit, `make exps STUDY=1` for the study's.
 exps: setup
 	dvc $(if $(STUDY),--cd study) exp show --only-changed --md $(if $(REV),--rev $(REV)) \
-	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|comparison.json:[^.]*[.](?!verdict$$).*|(data|plots)/|metrics$$|pipeline/|Created'
+	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|comparison.json:[^.]*[.](?!verdict$$).*|(data|plots)/|metrics$$|pipeline/|Created|[.][.]/params.yaml:'
 
 # `mlflow ui` on the local store, printing the page to open per experiment: its training runs with the
 # mean accuracies as columns (plain `mlflow ui` opens the GenAI overview; scripts/mlflow-ui.py says why).

@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -65,19 +66,11 @@ def time_one_epoch(path, raw, split, batch_size):
     if path == "ours":
         x, generator = to_model_input(images, mean, std, "cpu"), torch.Generator().manual_seed(0)
         model, optimizer = fresh_model(torch.channels_last, fast=True)
-        train_one_epoch(
-            model,
-            optimizer,
-            x[: WARMUP_BATCHES * batch_size],
-            labels[: WARMUP_BATCHES * batch_size],
-            batch_size,
-            generator,
-            False,
-            0,
-            0.0,
-        )
+        settings = SimpleNamespace(batch_size=batch_size, hflip=False, shift=0, erase=0.0)  # no augmentation
+        warmup = (x[: WARMUP_BATCHES * batch_size], labels[: WARMUP_BATCHES * batch_size])
+        train_one_epoch(model, optimizer, warmup, settings, generator)
         start = time.perf_counter()
-        train_one_epoch(model, optimizer, x, labels, batch_size, generator, False, 0, 0.0)
+        train_one_epoch(model, optimizer, (x, labels), settings, generator)
         return time.perf_counter() - start
     from torchvision import datasets, transforms
 

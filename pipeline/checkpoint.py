@@ -1,26 +1,92 @@
-"""Load a checkpoint written by stage train back into its model: for evaluate, predict and the served model."""
+"""The checkpoint stage train writes, as one schema with one writer and one loader.
 
+A checkpoint file (seed<k>.pt, a DVC output) holds what rebuilds the model and
+what its evaluation reads: the variant's architecture and model settings, the
+best state_dict, the normalisation of the training images, the class names and
+the run's history. evaluate, predict, the served model (serving.py) and
+register all read it through `load_checkpoint`; `Checkpoint.probabilities` is
+the one place raw images become class probabilities outside training.
+"""
+
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
+from pipeline.data import to_model_input
 from pipeline.errors import PipelineError
+from pipeline.io import save_torch
 from pipeline.models import build_model
 from pipeline.params import Architecture, ModelRead
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """One seed's trained model. Stored as a plain dict of these keys (torch.load(weights_only=True) reads
+    nothing else), in this order, so that a checkpoint's bytes depend on its content only."""
+
+    variant: str
+    seed: int
+    variant_params: Architecture  # what build_model builds
+    model_params: ModelRead  # the model.* keys the variant reads
+    state_dict: dict  # the best val-loss epoch's weights
+    normalisation: tuple[float, float]  # mean and std of the training images, in [0, 1] units
+    best_epoch: int
+    epochs_run: int
+    parameters: int
+    classes: list[str]
+    history: list[dict]  # one record per epoch: losses, accuracies, lr
+
+    def to_file_dict(self):
+        stored = {f.name: getattr(self, f.name) for f in fields(self)}  # not asdict: it would copy the tensors
+        stored.update(
+            variant_params=self.variant_params.model_dump(),
+            model_params=self.model_params.model_dump(),
+            normalisation=list(self.normalisation),
+        )
+        return stored
+
+    def build(self, device):
+        """The trained model, in eval mode, on `device`."""
+        model = build_model(self.variant_params, self.model_params)
+        model.load_state_dict(self.state_dict)
+        return model.to(device, memory_format=torch.channels_last).eval()
+
+    @torch.no_grad()
+    def probabilities(self, model, images, device):
+        """Class probabilities [N, classes] of uint8 images [N, 28, 28]: padded and normalised as in training."""
+        return torch.softmax(model(to_model_input(images, *self.normalisation, device)), 1).cpu()
+
+
+def save_checkpoint(path, checkpoint):
+    save_torch(path, checkpoint.to_file_dict())
+
+
 def load_checkpoint(path, device):
-    if not Path(path).is_file():
+    """(Checkpoint, its model on `device`) of a file stage train wrote; one line naming the way back otherwise."""
+    path = Path(path)
+    if not path.is_file():
         raise PipelineError(f"model checkpoint {path} not found (run stage train first)")
+    stage = f"train@{path.parent.name}-{path.stem.removeprefix('seed')}"
+    way_back = f"restore it with `dvc checkout {path}` or retrain with `dvc repro --force {stage}`"
     try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
+        stored = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # truncated, overwritten or not a checkpoint: any failure to read it
-        path = Path(path)
-        stage = f"train@{path.parent.name}-{path.stem.removeprefix('seed')}"
         raise PipelineError(
-            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); restore it with "
-            f"`dvc checkout {path}` or retrain with `dvc repro --force {stage}`"
+            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); {way_back}"
         ) from None
-    model = build_model(Architecture(**checkpoint["variant_params"]), ModelRead(**checkpoint["model_params"]))
-    model.load_state_dict(checkpoint["state_dict"])
-    return checkpoint, model.to(device, memory_format=torch.channels_last).eval()
+    expected = [f.name for f in fields(Checkpoint)]
+    if not isinstance(stored, dict) or sorted(stored) != sorted(expected):
+        keys = sorted(stored) if isinstance(stored, dict) else type(stored).__name__
+        raise PipelineError(
+            f"{path} is not a checkpoint of this version (keys {keys}, expected {expected}); {way_back}"
+        )
+    checkpoint = Checkpoint(
+        **{
+            **stored,
+            "variant_params": Architecture(**stored["variant_params"]),
+            "model_params": ModelRead(**stored["model_params"]),
+            "normalisation": tuple(stored["normalisation"]),
+        }
+    )
+    return checkpoint, checkpoint.build(device)

@@ -73,12 +73,15 @@ def batches_per_epoch(n, batch_size):
     return n // batch_size + (n % batch_size > 1)
 
 
-def train_one_epoch(model, optimizer, images, labels, batch_size, generator, hflip, shift, erase, scheduler=None):
-    """One pass over shuffled batches; returns (mean loss, accuracy) as floats.
+def train_one_epoch(model, optimizer, data, settings, generator, scheduler=None):
+    """One pass over shuffled batches of `data` (images, labels); returns (mean loss, accuracy) as floats.
 
+    `settings` (params.TrainSettings) gives the batch size and the augmentation: hflip, shift, erase.
     `generator` (CPU) drives the shuffle and the augmentation, so a seed fixes both.
     `scheduler`, when given, steps after every batch (onecycle, cosine).
     """
+    images, labels = data
+    batch_size, hflip, shift, erase = settings.batch_size, settings.hflip, settings.shift, settings.erase
     model.train()
     n = len(labels)
     total_loss = torch.zeros((), device=images.device)

@@ -39,8 +39,7 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import loss_and_accuracy, predict
 from pipeline.errors import PipelineError, declare_outputs, run_stage
-from pipeline.figures import confusion_figure, curves_figure
-from pipeline.io import file_md5, read_json, save_torch, write_json
+from pipeline.io import read_json, save_torch, write_json
 from pipeline.params import load_params
 from pipeline.runtime import setup_torch
 from pipeline.stats import summary
@@ -129,8 +128,10 @@ class Scores:
     latency: float  # ms per batch, of the first seed's model
 
 
-def evaluate_variant(files, split_dir, batch_size, latency_repeats, confidence, device, on_seed=None):
-    """Scores of the checkpoints `files` ({seed: path}); on_seed(seed, path, metrics) after each seed."""
+def evaluate_variant(files, split_dir, settings, confidence, device):
+    """Scores of the checkpoints `files` ({seed: path}) with `settings` (params.Evaluate: batch size, latency
+    repeats) and intervals at `confidence`."""
+    batch_size, latency_repeats = settings.batch_size, settings.latency_repeats
     classes = read_json(Path(split_dir) / "meta.json")["classes"]
     data = {split: load_split(split_dir, split) for split in ("test", "val", "train")}
     test_labels = data["test"][1]
@@ -138,18 +139,16 @@ def evaluate_variant(files, split_dir, batch_size, latency_repeats, confidence, 
     checkpoint, histories = None, {}
     for seed, path in files.items():
         checkpoint, model = load_checkpoint(path, device)
-        histories[seed] = checkpoint["history"]
+        histories[seed] = checkpoint.history
         # every seed trained on the same split, so with the same normalisation: pad and normalise once
-        key = tuple(checkpoint["normalisation"])
+        key = checkpoint.normalisation
         if key not in inputs:
             inputs[key] = {
                 split: (to_model_input(images, *key, device), labels) for split, (images, labels) in data.items()
             }
         metrics, predicted = evaluate_seed(model, inputs[key], batch_size)
-        metrics.update(best_epoch=checkpoint["best_epoch"], epochs_run=checkpoint["epochs_run"])
+        metrics.update(best_epoch=checkpoint.best_epoch, epochs_run=checkpoint.epochs_run)
         per_seed[seed] = metrics
-        if on_seed:
-            on_seed(seed, path, metrics)
         hits.append(predicted == test_labels)
         # confusion counts by bincount over (actual, predicted) pairs: no Python loop over images
         pairs = torch.bincount(test_labels * len(classes) + predicted, minlength=len(classes) ** 2)
@@ -165,7 +164,7 @@ def evaluate_variant(files, split_dir, batch_size, latency_repeats, confidence, 
         if latency is None:
             latency = latency_ms(model, inputs[key]["test"][0][:batch_size], latency_repeats)
     metrics = aggregate(per_seed, confidence)
-    metrics.update(parameters=checkpoint["parameters"])
+    metrics.update(parameters=checkpoint.parameters)
     per_class = [
         {
             "class": name,
@@ -199,29 +198,9 @@ def main():
     params.variant(args.variant)
     files = checkpoint_files(args.models, params.train.seeds)
     device = setup_torch(params.evaluate.threads)
-    untracked = []
     start = time.perf_counter()
     with tracking.variant_run(params, args.variant, "evaluate", args.params) as run:
-
-        def mirror_seed(seed, path, metrics):  # each seed's test metrics onto the run that trained it
-            seed_run = tracking.checkpoint_run(params, file_md5(path))
-            if seed_run is None:
-                untracked.append(seed)
-                return
-            run.adopt(seed_run)
-            # test metrics only: the seed's run already has val/train curves per epoch under those names
-            test = {k: v for k, v in metrics.items() if k.startswith("test_")}
-            tracking.existing_run(params, seed_run).log_metrics(test)
-
-        scores = evaluate_variant(
-            files,
-            args.split,
-            params.evaluate.batch_size,
-            params.evaluate.latency_repeats,
-            params.report.confidence,
-            device,
-            mirror_seed if run.mlflow else None,
-        )
+        scores = evaluate_variant(files, args.split, params.evaluate, params.report.confidence, device)
         metrics = scores.metrics
         write_json(args.history, scores.history)
         write_json(args.metrics, metrics)
@@ -235,25 +214,7 @@ def main():
             "seconds": seconds,
         }
         tracking.observe(f"evaluate/{args.variant}.json", observed)
-        if untracked:
-            print(
-                f"MLflow: no run of this store trained seed(s) {untracked} of {args.models} "
-                "(restored by DVC, or trained against another store): their test metrics are on the variant's run only"
-            )
-        run.log_metrics(
-            {**{k: v for k, v in metrics.items() if "_seed" not in k}, "latency_ms_per_batch": scores.latency}
-        )
-        run.log_artifact(args.metrics)
-        if run.mlflow:
-            classes = [record["class"] for record in scores.per_class]
-            run.log_figure(
-                confusion_figure(scores.counts, classes, f"{args.variant}: test confusion, summed over seeds"),
-                "confusion_matrix.png",
-            )
-            run.log_dict(scores.history, "history.json")
-            results = {args.variant: {"history": scores.history, "metrics": metrics}}
-            for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
-                run.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
+        run.record_evaluation(params, args.variant, files, scores, args.metrics)
     ci = (
         f" [{metrics['test_acc_ci_low']:.4f}, {metrics['test_acc_ci_high']:.4f}]"
         if "test_acc_ci_low" in metrics

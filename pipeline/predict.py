@@ -30,6 +30,7 @@ torch, pandas and the model load only after the arguments are parsed:
 """
 
 import argparse
+import functools
 import gzip
 import os
 import re
@@ -144,15 +145,6 @@ def in_batches(probabilities_of, images, classes, batch_size=1024):
     return torch.cat(out) if out else torch.zeros(0, len(classes))
 
 
-def checkpoint_probabilities(model, normalisation, device):
-    """batch -> probabilities through the checkpoint's model, padded and normalised as in training."""
-    import torch
-
-    from pipeline.data import to_model_input
-
-    return lambda batch: torch.softmax(model(to_model_input(batch, *normalisation, device)), 1).cpu()
-
-
 def is_model_uri(text):
     """models:/..., runs:/..., s3://...: a URI scheme, and not a file of that name."""
     return re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", text) is not None and not Path(text).exists()
@@ -240,7 +232,7 @@ def main():
 
     from pipeline.checkpoint import load_checkpoint
     from pipeline.data import load_split
-    from pipeline.io import atomic_path, read_json
+    from pipeline.io import atomic_path
     from pipeline.runtime import setup_torch
 
     device = setup_torch(args.threads)
@@ -250,8 +242,8 @@ def main():
         by = args.checkpoint
     else:
         checkpoint, model = load_checkpoint(args.checkpoint, device)
-        classes = checkpoint.get("classes") or read_json(Path(args.split) / "meta.json")["classes"]
-        by = f"{checkpoint['variant']} seed {checkpoint['seed']}"
+        classes = checkpoint.classes
+        by = f"{checkpoint.variant} seed {checkpoint.seed}"
     if args.images:
         images, sources, inverted = gather_images(args.images, args.invert)
         labels = torch.from_numpy(read_idx(args.labels).astype(np.int64)) if args.labels else None
@@ -263,7 +255,7 @@ def main():
     if from_mlflow:
         probabilities_of = logged_model_probabilities(logged, classes)
     else:
-        probabilities_of = checkpoint_probabilities(model, checkpoint["normalisation"], device)
+        probabilities_of = functools.partial(checkpoint.probabilities, model, device=device)
     probabilities = in_batches(probabilities_of, images, classes)
     table = predictions_table(probabilities, classes, sources, labels)
     with atomic_path(args.out) as tmp:

@@ -1,8 +1,8 @@
 """The model MLflow keeps and serves: raw images in, class names and probabilities out.
 
 A checkpoint of stage train wrapped as an MLflow pyfunc that pads and
-normalises the images itself, as training did (data.to_model_input, with the
-checkpoint's own mean and std), so a client needs neither. Input: uint8
+normalises the images itself, as training did (Checkpoint.probabilities, with
+the checkpoint's own mean and std), so a client needs neither. Input: uint8
 images [N, 28, 28] as the dataset stores them; output: a table with the
 predicted `class` and `p_<class>` for every class. Served with
 `mlflow models serve -m <uri> --env-manager local`, it answers
@@ -33,15 +33,11 @@ class RawImageClassifier(mlflow.pyfunc.PythonModel):
         import pandas as pd
         import torch
 
-        from pipeline.data import to_model_input
-
         if isinstance(model_input, dict):  # a named input: its one array
             (model_input,) = model_input.values()
         images = torch.from_numpy(np.asarray(model_input, dtype=np.uint8).reshape(-1, 28, 28))
-        with torch.no_grad():
-            x = to_model_input(images, *self.checkpoint["normalisation"], "cpu")
-            probabilities = torch.softmax(self.model(x), 1).numpy()
-        classes = self.checkpoint["classes"]
+        probabilities = self.checkpoint.probabilities(self.model, images, "cpu").numpy()
+        classes = self.checkpoint.classes
         table = pd.DataFrame({"class": [classes[i] for i in probabilities.argmax(1)]})
         for i, name in enumerate(classes):
             table[f"p_{name}"] = probabilities[:, i].astype(np.float64)

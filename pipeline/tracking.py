@@ -24,10 +24,21 @@ run, which differ every time (seconds per epoch, latency, run ids, host),
 go to MLflow and to observations/<stage>/<variant>*.json under the repo root:
 neither git nor DVC tracks that folder, and no stage reads it.
 
-Every command that opens the store first closes what dead processes left
-behind: runs still RUNNING whose process on this host is gone are ended
-KILLED, unless the process had finished them while the store was unreachable
-(it then noted the status in observations/mlflow-pending/, replayed here).
+What the stages call: one context manager per stage's run (`seed_run`,
+`variant_run`, `trial_run`), whose Run takes a per-epoch record (`log_epoch`)
+and, once the stage has written its DVC outputs, one per-stage record
+(`record_checkpoint`, `record_evaluation`). Everything else here serves those.
+
+Failure policy, the same for every stage:
+- a store that cannot be opened or cannot start the run fails the stage at
+  once, before any output is written (one line naming the URI and the way
+  out); DVC then runs the stage again once the store is back;
+- any later failure (a server gone, a full disk) is one warning on stderr,
+  after which that run logs nothing more: the DVC outputs are the record, so
+  the mirror never costs a stage its outputs;
+- a run's final status the store did not take is noted in
+  observations/mlflow-pending/ and set by the next command that opens the
+  store, which also ends as KILLED the runs of this host's dead processes.
 """
 
 import contextlib
@@ -46,7 +57,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from pipeline.errors import PipelineError
-from pipeline.io import _alive  # whether a process exists: the same test that tells a stale temp folder
+from pipeline.io import _alive, file_md5  # _alive: the same test that tells a stale temp folder
 
 # Fail fast on an unreachable server instead of MLflow's minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -367,6 +378,50 @@ class Run:
 
         self._mirror("the checkpoint's tag", tag)
 
+    def record_checkpoint(self, checkpoint, path, with_model):
+        """After train wrote `path`: tag this run with its MD5 and path, and log the model when `with_model`."""
+        if self.mlflow:
+            self.link_checkpoint(file_md5(path), path)
+            if with_model:
+                self.log_model(checkpoint)
+
+    def record_evaluation(self, params, variant, files, scores, metrics_path):
+        """After evaluate wrote its outputs: each seed's test metrics onto the run that trained it (made a
+        child of this one), the variant's aggregates, its metrics file, figures and history onto this run."""
+        if not self.mlflow:
+            return
+        from pipeline.figures import confusion_figure, curves_figure
+
+        metrics, untracked = scores.metrics, []
+        for seed, path in files.items():
+            seed_run = checkpoint_run(params, file_md5(path))
+            if seed_run is None:
+                untracked.append(seed)
+                continue
+            self.adopt(seed_run)
+            # test metrics only: the seed's run already has val/train curves per epoch under those names
+            suffix = f"_seed{seed}"
+            test = {
+                k.removesuffix(suffix): v for k, v in metrics.items() if k.startswith("test_") and k.endswith(suffix)
+            }
+            existing_run(params, seed_run).log_metrics(test)
+        if untracked:
+            print(
+                f"MLflow: no run of this store trained seed(s) {untracked} of {Path(files[untracked[0]]).parent} "
+                "(restored by DVC, or trained against another store): their test metrics are on the variant's run only"
+            )
+        self.log_metrics(
+            {**{k: v for k, v in metrics.items() if "_seed" not in k}, "latency_ms_per_batch": scores.latency}
+        )
+        self.log_artifact(metrics_path)
+        classes = [record["class"] for record in scores.per_class]
+        title = f"{variant}: test confusion, summed over seeds"
+        self.log_figure(confusion_figure(scores.counts, classes, title), "confusion_matrix.png")
+        self.log_dict(scores.history, "history.json")
+        results = {variant: {"history": scores.history, "metrics": metrics}}
+        for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
+            self.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
+
     def adopt(self, child_run_id):
         """Make a seed's run a child of this one, so that `mlflow ui` nests the seeds under their variant."""
         self._mirror(
@@ -423,7 +478,7 @@ class Run:
         self._mirror(f"the {split} dataset", log)
 
     def log_model(self, checkpoint):
-        """The checkpoint as a pyfunc that takes raw uint8 images (pipeline/serving.py), on the active run."""
+        """The Checkpoint as a pyfunc that takes raw uint8 images (pipeline/serving.py), on the active run."""
 
         def log(mlflow):
             import tempfile
@@ -435,7 +490,7 @@ class Run:
 
             with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
                 path = Path(tmp) / "checkpoint.pt"
-                torch.save(checkpoint, path)
+                torch.save(checkpoint.to_file_dict(), path)
                 # Naming the requirements skips MLflow's inference of them, which loads
                 # the model in a subprocess: ~6 s per model on 2 cores. The signature is
                 # given, so the "input example was not provided" warning only adds noise
@@ -448,7 +503,7 @@ class Run:
                     python_model=str(serving.SOURCE),
                     artifacts={"checkpoint": str(path)},
                     code_paths=[str(serving.PIPELINE)],
-                    signature=serving.signature(checkpoint["classes"]),
+                    signature=serving.signature(checkpoint.classes),
                     pip_requirements=[
                         f"{package}=={version(package)}"
                         for package in ("torch", "numpy", "pandas", "numba", "pydantic", "pyyaml", "filelock")

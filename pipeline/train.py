@@ -18,16 +18,17 @@ import time
 from pathlib import Path
 
 from pipeline import tracking
+from pipeline.checkpoint import Checkpoint, save_checkpoint
 from pipeline.data import load_split, split_file
 from pipeline.errors import PipelineError, declare_outputs, run_stage
 from pipeline.fitting import fit, prepare
-from pipeline.io import file_md5, read_json, save_torch
+from pipeline.io import read_json
 from pipeline.models import count_parameters
 from pipeline.params import ParamsError, RunConfig, load_params
 
 
 def train_seed(config, split_dir, seed, tracked=None):
-    """Build and train one variant (its RunConfig) with one seed; return the checkpoint dict.
+    """Build and train one variant (its RunConfig) with one seed; return its Checkpoint.
 
     `tracked`: (params, dvc path of the checkpoint) to mirror the run into MLflow,
     or None. The seed's run is tagged with the checkpoint's MD5 (DVC's hash of
@@ -42,49 +43,36 @@ def train_seed(config, split_dir, seed, tracked=None):
     params, out_path = tracked or (None, None)
     meta = read_json(Path(split_dir) / "meta.json")
     with tracking.seed_run(params, config, seed) as run:
-        if run.mlflow:
-            for split, (images, labels) in run_setup.splits.items():
-                run.log_dataset(split_dir, split, images, labels, meta["dataset"])
+        for split, (images, labels) in run_setup.splits.items():
+            run.log_dataset(split_dir, split, images, labels, meta["dataset"])
         seconds = []
 
         def on_epoch(record):
             seconds.append(record["seconds"])
             run.log_epoch(record)
 
-        model = run_setup.model
-        best_state, best_epoch, history = fit(
-            model,
-            run_setup.optimizer,
-            run_setup.scheduler,
-            run_setup.train_xy,
-            run_setup.val_xy,
-            config.train,
-            run_setup.generator,
-            label,
-            on_epoch=on_epoch,
-        )
+        best_state, best_epoch, history = fit(run_setup, config.train, label, on_epoch=on_epoch)
         tracking.observe(
             f"train/{name}/seed{seed}.json",
             {"seconds_per_epoch": seconds, "threads": config.train.threads, "mlflow_run_id": run.run_id},
         )
-        checkpoint = {
-            "variant": name,
-            "seed": seed,
-            "variant_params": config.architecture.model_dump(),
-            "model_params": config.model.model_dump(),
-            "state_dict": best_state,
-            "normalisation": list(run_setup.normalisation),
-            "best_epoch": best_epoch,
-            "epochs_run": len(history),
-            "parameters": count_parameters(model),
-            "classes": meta["classes"],
-            "history": history,
-        }
+        checkpoint = Checkpoint(
+            variant=name,
+            seed=seed,
+            variant_params=config.architecture,
+            model_params=config.model,
+            state_dict=best_state,
+            normalisation=run_setup.normalisation,
+            best_epoch=best_epoch,
+            epochs_run=len(history),
+            parameters=count_parameters(run_setup.model),
+            classes=meta["classes"],
+            history=history,
+        )
         if out_path is not None:
-            save_torch(out_path, checkpoint)
-            run.link_checkpoint(file_md5(out_path), out_path)
-            if seed == params.train.seeds[0]:  # MLflow keeps one model per variant: it takes raw images
-                run.log_model(checkpoint)
+            save_checkpoint(out_path, checkpoint)
+            # MLflow keeps one model per variant (the first seed's): it takes raw images
+            run.record_checkpoint(checkpoint, out_path, with_model=seed == params.train.seeds[0])
     return checkpoint
 
 

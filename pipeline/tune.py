@@ -189,17 +189,7 @@ def run_trial(trial, base, space, split_dir, search, params, parent_id):
 
         label = f"{base.variant} trial {trial.number}"
         try:
-            _, best_epoch, history = fit(
-                prepared.model,
-                prepared.optimizer,
-                prepared.scheduler,
-                prepared.train_xy,
-                prepared.val_xy,
-                config.train,
-                prepared.generator,
-                label,
-                on_epoch=on_epoch,
-            )
+            _, best_epoch, history = fit(prepared, config.train, label, on_epoch=on_epoch)
             state, value = TrialState.COMPLETE, history[best_epoch - 1]["val_acc"]
             trial.set_user_attr("best_epoch", best_epoch)
         except optuna.TrialPruned:

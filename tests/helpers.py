@@ -322,7 +322,7 @@ def train_one(params, variant, split_dir, seed, out=None):
     from pipeline.train import train_seed
 
     checkpoint = train_seed(params.run_config(variant), split_dir, seed, (params, out) if out else None)
-    return checkpoint, checkpoint["history"]
+    return checkpoint, checkpoint.history
 
 
 def shrunk_search(**overrides):

@@ -72,6 +72,17 @@ def test_a_damaged_checkpoint_is_one_line_naming_it_and_the_way_back(tmp_path):
     assert f"dvc checkout {path}`" in message and "dvc repro --force train@vanilla-0`" in message
 
 
+def test_a_file_that_is_not_a_checkpoint_of_this_version_is_one_line(tmp_path):
+    path = tmp_path / "models" / "vanilla" / "seed3.pt"
+    path.parent.mkdir(parents=True)
+    torch.save({"state_dict": {"w": torch.zeros(3)}, "variant": "vanilla"}, path)  # an older or foreign file
+    with pytest.raises(PipelineError) as error:
+        load_checkpoint(path, "cpu")
+    message = str(error.value)
+    assert message.startswith(f"{path} is not a checkpoint of this version (keys ['state_dict', 'variant'], ")
+    assert "dvc repro --force train@vanilla-3`" in message and "\n" not in message
+
+
 @pytest.mark.parametrize(
     "kill, code",
     [

@@ -37,7 +37,7 @@ def predict_cli(*args, cwd=ROOT):
 
 def oracle_predictions(checkpoint, images):
     info, model = load_checkpoint(checkpoint, "cpu")
-    return predict(model, to_model_input(images, *info["normalisation"], "cpu"), 64).argmax(1)
+    return predict(model, to_model_input(images, *info.normalisation, "cpu"), 64).argmax(1)
 
 
 def test_the_test_split_by_default_matches_the_engine(checkpoint, split_dir, tmp_path):

@@ -8,6 +8,7 @@ import torch
 import yaml
 from helpers import shrunk_params, train_one
 
+from pipeline.data import load_split
 from pipeline.engine import ERASE_SCALE, erasing_boxes, random_erasing, random_shift
 from pipeline.errors import PipelineError
 from pipeline.evaluate import checkpoint_files, evaluate_variant, wide_history
@@ -58,7 +59,8 @@ def test_erasing_nothing_draws_nothing():
         model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(32 * 32, 10))
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         x, y = torch.randn(40, 1, 32, 32), torch.randint(0, 10, (40,))
-        train_one_epoch(model, optimizer, x, y, 8, generator, False, 0, erase)
+        settings = tiny_params(**{"train.batch_size": 8, "train.hflip": False, "train.shift": 0, "train.erase": erase})
+        train_one_epoch(model, optimizer, (x, y), settings.train, generator)
         return generator.get_state()
 
     shuffle_only = torch.Generator().manual_seed(1)
@@ -79,7 +81,7 @@ def test_training_learns_and_keeps_the_best_val_loss_epoch_of_every_seed(split_d
         for seed in (0, 1)
     }
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt", "seed1.pt"]
-    scores = evaluate_variant(checkpoint_files(tmp_path / "models", [0, 1]), split_dir, 64, 2, 0.95, "cpu")
+    scores = evaluate_variant(checkpoint_files(tmp_path / "models", [0, 1]), split_dir, params.evaluate, 0.95, "cpu")
     metrics, counts, hits, latency = scores.metrics, scores.counts, scores.hits, scores.latency
     confusion, per_class = scores.confusion, scores.per_class
     assert scores.history == wide_history(histories)
@@ -98,6 +100,42 @@ def test_training_learns_and_keeps_the_best_val_loss_epoch_of_every_seed(split_d
     assert [hits[s].float().mean().item() for s in (0, 1)] == pytest.approx(
         [metrics[f"test_acc_seed{s}"] for s in (0, 1)]
     )
+
+
+def test_a_checkpoint_file_is_the_plain_dict_of_its_fields_and_loads_back(split_dir, tmp_path):
+    """The typed Checkpoint changes no byte of the file: the same dict, built by hand, saves to the same bytes."""
+    from pipeline.checkpoint import load_checkpoint
+    from pipeline.io import save_torch
+
+    params = tiny_params(**{"train.epochs": 1})
+    path = tmp_path / "mlp" / "seed0.pt"
+    checkpoint, history = train_one(params, "mlp", split_dir, 0, path)
+    config = params.run_config("mlp")
+    by_hand = {
+        "variant": "mlp",
+        "seed": 0,
+        "variant_params": config.architecture.model_dump(),
+        "model_params": config.model.model_dump(),
+        "state_dict": checkpoint.state_dict,
+        "normalisation": list(checkpoint.normalisation),
+        "best_epoch": 1,
+        "epochs_run": 1,
+        "parameters": 61530,
+        "classes": [str(c) for c in range(10)],
+        "history": history,
+    }
+    save_torch(tmp_path / "by-hand.pt", by_hand)
+    assert path.read_bytes() == (tmp_path / "by-hand.pt").read_bytes()
+    loaded, model = load_checkpoint(path, "cpu")
+    assert loaded.variant_params == config.architecture and loaded.model_params == config.model
+    assert loaded.normalisation == checkpoint.normalisation and loaded.history == history
+    # raw images to probabilities, by hand: 2-pixel zero border, scaled to [0, 1], the training mean and std
+    images = load_split(split_dir, "test")[0][:8]
+    mean, std = checkpoint.normalisation
+    x = (torch.nn.functional.pad(images.float() / 255, (2, 2, 2, 2)) - mean) / std
+    with torch.no_grad():
+        expected = torch.softmax(model(x.unsqueeze(1)), 1)
+    assert torch.allclose(loaded.probabilities(model, images, "cpu"), expected, atol=1e-6)
 
 
 def test_wide_history_has_the_mean_and_every_seed():
@@ -139,7 +177,7 @@ def test_early_stopping_and_lr_on_plateau(split_dir):
         }
     )
     checkpoint, history = train_one(params, "vanilla", split_dir, 0)
-    assert checkpoint["best_epoch"] == 1 and len(history) == 4
+    assert checkpoint.best_epoch == 1 and len(history) == 4
     # epoch 1 sets the best; each later epoch is a plateau that halves the next lr
     assert [h["lr"] for h in history] == [1e-12, 1e-12, 5e-13, 2.5e-13]
 
@@ -214,10 +252,10 @@ def test_same_seed_gives_identical_weights_and_metrics(split_dir):
     params = tiny_params(**{"train.hflip": True, "train.shift": 1})
     runs = [train_one(params, "dropout", split_dir, 0) for _ in range(2)]
     (a, history_a), (b, history_b) = runs
-    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
     assert history_a == history_b and "seconds" not in history_a[0]  # timings go to MLflow, never the history
     other, _ = train_one(params, "dropout", split_dir, 1)
-    assert not torch.equal(other["state_dict"]["conv1.weight"], a["state_dict"]["conv1.weight"])
+    assert not torch.equal(other.state_dict["conv1.weight"], a.state_dict["conv1.weight"])
 
 
 def test_how_many_train_stages_run_at_once_comes_from_the_machine(monkeypatch, tmp_path):
