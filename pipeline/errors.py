@@ -22,6 +22,11 @@ class PipelineError(Exception):
     """Bad input or an unreachable source: the message names what and what is valid."""
 
 
+def first_line(error, limit=200):
+    """The first line of an exception's message (its type's name when it has none), for a one-line report."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:limit]
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (kill, a job scheduler, `timeout`): unwinds like Ctrl-C, so temp outputs and workers go too."""
 

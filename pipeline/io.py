@@ -18,7 +18,7 @@ from pathlib import Path
 from pipeline.errors import PipelineError
 
 
-def _alive(pid):
+def process_alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -35,7 +35,7 @@ def remove_stale_temps(folder):
         return
     for entry in folder.glob(".*.tmp"):
         parts = entry.name.rsplit(".", 3)  # ['.<name>', '<pid>', '<random>', 'tmp']
-        if len(parts) == 4 and parts[1].isdigit() and not _alive(int(parts[1])):
+        if len(parts) == 4 and parts[1].isdigit() and not process_alive(int(parts[1])):
             shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() else entry.unlink(missing_ok=True)
 
 

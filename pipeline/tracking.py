@@ -56,8 +56,8 @@ from pathlib import Path
 
 from filelock import FileLock
 
-from pipeline.errors import PipelineError
-from pipeline.io import _alive, file_md5  # _alive: the same test that tells a stale temp folder
+from pipeline.errors import PipelineError, first_line
+from pipeline.io import file_md5, process_alive  # process_alive: the test that tells a stale temp folder
 
 # Fail fast on an unreachable server instead of MLflow's minutes of retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
@@ -260,19 +260,15 @@ def unusable_store(uri, error):
             "rebinding): use a name the server lists, or add this one to its MLFLOW_ALLOWED_HOSTS (docs/team.md)"
         )
     return (
-        f"MLflow store {uri} cannot be used ({type(error).__name__}: {_first_line(error)}); set "
+        f"MLflow store {uri} cannot be used ({type(error).__name__}: {first_line(error)}); set "
         f"MLFLOW_TRACKING_URI to a reachable store or tracking.enabled: false"
     )
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [""])[0][:200]
 
 
 def warn(what, error):
     """One line on stderr: MLflow is a mirror, so its failures never cost a stage its outputs."""
     print(
-        f"warning: MLflow: {what} not mirrored to {tracking_uri()} ({type(error).__name__}: {_first_line(error)}); "
+        f"warning: MLflow: {what} not mirrored to {tracking_uri()} ({type(error).__name__}: {first_line(error)}); "
         "the DVC outputs are complete",
         file=sys.stderr,
         flush=True,
@@ -294,9 +290,9 @@ def observe(relative, data):
         print(f"warning: {path} not written ({e.strerror}); MLflow has the same numbers", file=sys.stderr)
 
 
-def _pending_dir(uri=None):
+def _pending_dir():
     """observations/mlflow-pending/<store>/: one folder per store, so that no store replays another's notes."""
-    return observations_dir() / "mlflow-pending" / hashlib.sha256((uri or tracking_uri()).encode()).hexdigest()[:12]
+    return observations_dir() / "mlflow-pending" / hashlib.sha256(tracking_uri().encode()).hexdigest()[:12]
 
 
 def note_pending_status(run_id, status):
@@ -330,7 +326,7 @@ def close_dead_runs(client, experiment_ids):
     )
     for run in stale:
         pid = int(run.data.tags.get("pid", "0"))
-        if pid and not _alive(pid):
+        if pid and not process_alive(pid):
             client.set_terminated(run.info.run_id, "KILLED")
             print(
                 f"MLflow: run {run.info.run_name} ({run.info.run_id}) was left RUNNING by a dead process: marked KILLED"
@@ -539,7 +535,7 @@ def variant_run(params, variant, stage, params_path):
         run = client.create_run(experiment_id, run_name=name, tags=_tags(params, variant, stage))
     except Exception as e:
         raise TrackingError(
-            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {_first_line(e)})"
+            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {first_line(e)})"
         ) from None
     parent = Run(mlflow, run.info.run_id)
     parent._mirror(
@@ -573,7 +569,7 @@ def seed_run(params, config, seed):
         active = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
     except Exception as e:
         raise TrackingError(
-            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {_first_line(e)})"
+            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {first_line(e)})"
         ) from None
     run, status = Run(mlflow, active.info.run_id), "FINISHED"
     run._mirror("params", lambda m: m.log_params({**flatten("", config.model_dump()), "seed": seed}))
@@ -632,7 +628,7 @@ def search_parent(params, variant, study_name):
         return mlflow.MlflowClient().create_run(experiment_id, run_name=f"tune@{variant}", tags=tags).info.run_id
     except Exception as e:
         raise TrackingError(
-            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {_first_line(e)})"
+            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {first_line(e)})"
         ) from None
 
 

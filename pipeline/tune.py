@@ -30,7 +30,7 @@ from pathlib import Path
 
 from pipeline import tracking
 from pipeline.data import split_file
-from pipeline.errors import PipelineError, declare_outputs, run_stage
+from pipeline.errors import PipelineError, declare_outputs, first_line, run_stage
 from pipeline.fitting import fit, prepare
 from pipeline.io import atomic_path, file_md5, read_json, write_json
 from pipeline.params import ParamsError, RunConfig, load_params
@@ -98,16 +98,12 @@ def open_storage(url, heartbeat):
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as e:
             # workers starting together on an empty database both create Optuna's tables; one loses
             if attempt == 4:
-                raise PipelineError(f"Optuna storage {shown}: could not create its tables ({_first_line(e)})") from None
+                raise PipelineError(f"Optuna storage {shown}: could not create its tables ({first_line(e)})") from None
             time.sleep(1 + attempt)
         except Exception as e:
             raise PipelineError(
-                f"Optuna storage {shown} cannot be used ({type(e).__name__}: {_first_line(e)})"
+                f"Optuna storage {shown} cannot be used ({type(e).__name__}: {first_line(e)})"
             ) from None
-
-
-def _first_line(error):
-    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 def open_search(url, name, search, first, heartbeat, params, variant):
@@ -235,7 +231,7 @@ def work(study, base, space, split_dir, search, params, heartbeat):
             study.tell(trial, state=state)
 
 
-def summary(study, base, space, search):
+def summary(study, base, space):
     """(rows of the trials table, the summary dict, the tuned RunConfig) of a finished search."""
     from optuna.trial import TrialState
 
@@ -336,7 +332,7 @@ def main():
     print(f"tune {args.variant}: {'created' if created else 'joined'} Optuna study {name}", flush=True)
     start = time.perf_counter()
     work(study, base, space, args.split, search, params, args.heartbeat)
-    rows, result, tuned = summary(study, base, space, search)
+    rows, result, tuned = summary(study, base, space)
     tracking.observe(  # this run's timings: observations/, never a DVC output
         f"tune/{args.variant}.json",
         {
