@@ -14,7 +14,7 @@ commit as tags, and the alias moves to it, so a teammate loads it with
 import argparse
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline import mlflow_store, tracking
 from pipeline.errors import PipelineError, run_stage
 from pipeline.io import file_md5, read_json
 from pipeline.params import load_params
@@ -58,12 +58,13 @@ def register(params, models_dir, metrics_dir, name, alias):
     path = Path(models_dir) / variant / f"seed{first_seed}.pt"
     if not path.is_file():
         raise PipelineError(f"{path} not found: `dvc checkout {path}`, or `dvc repro` to train it")
-    store = tracking.open_store(params)
+    store = mlflow_store.open_store(params)
     run_id = tracking.checkpoint_run(params, file_md5(path)) if store else None
     if store is None or not run_id:
         raise PipelineError(
-            f"no run in {tracking.tracking_uri()} trained {path} (tracking was off, DVC restored it from its cache, "
-            f"or it trained against another store): retrain it with `dvc repro --force train@{variant}-{first_seed}`"
+            f"no run in {mlflow_store.tracking_uri()} trained {path} (tracking was off, DVC restored it from its "
+            f"cache, or it trained against another store): retrain it with "
+            f"`dvc repro --force train@{variant}-{first_seed}`"
         )
     mlflow, _ = store
     client = mlflow.MlflowClient()

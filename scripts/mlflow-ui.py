@@ -4,7 +4,7 @@
     python scripts/mlflow-ui.py --port 5001
 
 `mlflow ui` alone opens an experiment on its GenAI "Overview" and shows no metric
-column (pipeline/tracking.py, EXPERIMENT_TAGS, says why). The links printed here
+column (pipeline/mlflow_store.py, EXPERIMENT_TAGS, says why). The links printed here
 open "Training runs" with the mean test and validation accuracy, the seeds and the
 DVC experiment's name as columns, best validation first. In the UI, the sidebar's
 workflow switch set to "Machine learning" once makes the browser remember it.
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pipeline/, run from anywhere
 
-from pipeline import tracking  # noqa: E402
+from pipeline import mlflow_store  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 
 # the experiments of this repository's pipelines that exist in the store, main first
@@ -31,8 +31,8 @@ def main():
     args = parser.parse_args()
     root = Path(__file__).resolve().parents[1]
     os.chdir(root)
-    uri = tracking.tracking_uri()
-    if tracking.store_path(uri) is None:
+    uri = mlflow_store.tracking_uri()
+    if mlflow_store.store_path(uri) is None:
         sys.exit(f"error: MLFLOW_TRACKING_URI is a server ({uri}): open it in a browser (this serves a local store)")
     import mlflow
 
@@ -46,8 +46,8 @@ def main():
     print(f"MLflow UI for {uri} at {base}; open:")
     for experiment in mlflow.search_experiments():
         if experiment.name in names:
-            tracking.tag_experiment(mlflow.MlflowClient(), experiment)  # a store made before the view existed
-            print(f"  {experiment.name}: {tracking.ui_url(base, experiment.experiment_id)}", flush=True)
+            mlflow_store.tag_experiment(mlflow.MlflowClient(), experiment)  # a store made before the view existed
+            print(f"  {experiment.name}: {mlflow_store.ui_url(base, experiment.experiment_id)}", flush=True)
     os.execvp(
         "mlflow",
         ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"],

@@ -181,6 +181,7 @@ def wait_for_epochs(log, count, timeout=120):
         time.sleep(0.1)
 
 
+@pytest.mark.slow  # a whole stage killed or its server stopped: the full tier (make test)
 def test_a_server_stopped_mid_run_is_a_warning_and_the_outputs_are_complete(mlflow_server, split_dir, tmp_path):
     url, server = mlflow_server
     params = write_params(tmp_path, **{"train.epochs": 40, "train.seeds": [0]})
@@ -214,6 +215,7 @@ def predict_model_uri(uri, env):
     )
 
 
+@pytest.mark.slow  # a whole stage killed or its server stopped: the full tier (make test)
 def test_sigkill_leaves_nothing_stuck_once_the_next_commands_run(split_dir, tmp_path):
     """SIGKILL of the stage's process (the OOM killer): the next command that opens the store, whatever
     it is, ends its run KILLED; the next write into its folder removes a temp file it left."""
@@ -240,7 +242,7 @@ def test_sigkill_leaves_nothing_stuck_once_the_next_commands_run(split_dir, tmp_
 
 
 def test_relative_store_paths_resolve_against_the_repo_root(tmp_path, monkeypatch):
-    from pipeline.tracking import store_path, tracking_uri
+    from pipeline.mlflow_store import store_path, tracking_uri
 
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     for given, expected in [
@@ -308,6 +310,7 @@ def test_a_deleted_experiment_is_one_line_saying_how_to_restore_it(split_dir, tm
     ]
 
 
+@pytest.mark.slow  # a whole stage killed or its server stopped: the full tier (make test)
 def test_a_run_left_running_by_a_killed_process_is_marked_killed_by_the_next(split_dir, tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
