@@ -88,13 +88,14 @@ def workers(project):
         if not chosen.isdigit() or int(chosen) < 1:
             sys.exit(f"error: PIPELINE_WORKERS must be a whole number >= 1, got {chosen!r}")
         return int(chosen)
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    if "train" not in params or "base" in params:  # tune/, or the study's and sweep's files over ../params.yaml
-        base = yaml.safe_load((project.parent / "params.yaml").read_text())
-        params = {"train": base["train"], "variants": params.get("variants", base["variants"])}
-    threads = max(
-        [params["train"]["threads"]] + [v.get("train", {}).get("threads", 1) for v in params["variants"].values()]
-    )
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pipeline/, from any working folder
+    from pipeline.params import load_params
+
+    path = project / "params.yaml"
+    if "variants" not in yaml.safe_load(path.read_text()):  # tune/params.yaml: it trains ../params.yaml's variants
+        path = project.parent / "params.yaml"
+    params = load_params(path)  # the study's and the sweep's files over their base, as their stages read them
+    threads = max(params.train_for(name).threads for name in params.variants)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // threads)
 

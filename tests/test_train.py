@@ -262,8 +262,10 @@ def test_how_many_train_stages_run_at_once_comes_from_the_machine(monkeypatch, t
     from scripts.repro import workers
 
     def params(threads, **per_variant):
-        variants = {name: {"train": {"threads": t}} for name, t in per_variant.items()}
-        (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"threads": threads}, "variants": variants}))
+        written = shrunk_params("unused", **{"train.threads": threads})
+        for name, t in per_variant.items():
+            written["variants"][name] = {**written["variants"]["vanilla"], "train": {"threads": t}}
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(written))
         return tmp_path
 
     monkeypatch.delenv("PIPELINE_WORKERS", raising=False)
