@@ -55,14 +55,14 @@ def prepare(config, split_dir, seed):
     return Prepared(model, optimizer, scheduler, train_xy, val_xy, generator, (mean, std), splits)
 
 
-def fit(run, train_params, name="model", on_epoch=lambda record: None):
+def fit(prepared, train_params, name="model", on_epoch=lambda record: None):
     """Train a Prepared run until train.epochs or early stop; return (best state, best epoch, history).
 
     `train_params` is the run config's TrainSettings. `on_epoch` also gets the
     epoch's wall time (`seconds`), which the history, a DVC output, leaves out:
     it differs from run to run.
     """
-    model, optimizer, scheduler, val_xy = run.model, run.optimizer, run.scheduler, run.val_xy
+    model, optimizer, scheduler, val_xy = prepared.model, prepared.optimizer, prepared.scheduler, prepared.val_xy
     best_loss, best_epoch, best_state, history = float("inf"), 0, None, []
     per_batch = scheduler if train_params.scheduler in PER_BATCH else None
     bar = tqdm(
@@ -71,7 +71,9 @@ def fit(run, train_params, name="model", on_epoch=lambda record: None):
     for epoch in bar:
         start = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_acc = train_one_epoch(model, optimizer, run.train_xy, train_params, run.generator, per_batch)
+        train_loss, train_acc = train_one_epoch(
+            model, optimizer, prepared.train_xy, train_params, prepared.generator, per_batch
+        )
         val_loss, val_acc = loss_and_accuracy(predict(model, val_xy[0], 1024), val_xy[1])
         record = {
             "epoch": epoch,

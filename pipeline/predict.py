@@ -37,7 +37,7 @@ import re
 import sys
 from pathlib import Path
 
-from pipeline.errors import PipelineError, run_stage
+from pipeline.errors import PipelineError, first_line, run_stage
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 IDX_TYPES = {0x08: "uint8"}  # the IDX type codes the MNIST family uses
@@ -156,13 +156,14 @@ def load_logged_model(uri):
 
     from pipeline import mlflow_store
 
-    store = mlflow_store.store_path(mlflow_store.tracking_uri())
+    store_uri = mlflow_store.tracking_uri()
+    store = mlflow_store.store_path(store_uri)
     if store is not None and not store.exists():  # MLflow would create an empty store there, then find nothing
         raise PipelineError(
             f"{uri}: there is no MLflow store at {store}; run the pipeline first (`make run`), or point "
             "MLFLOW_TRACKING_URI at the store that holds the model"
         )
-    mlflow.set_tracking_uri(mlflow_store.tracking_uri())
+    mlflow.set_tracking_uri(store_uri)
     mlflow_store.tidy_store(mlflow)
     # MLflow's download bar, like ours (tqdm's disable=None), only on a terminal
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", str(sys.stderr.isatty()).lower())
@@ -170,9 +171,8 @@ def load_logged_model(uri):
         model = mlflow.pyfunc.load_model(uri)
     except Exception as e:  # MlflowException, OSError, ...: say which URI and store, not a traceback
         if "error code 401" in str(e) or "Invalid Host header" in str(e):  # a login or a host name: say which
-            raise PipelineError(f"{uri}: {mlflow_store.unusable_store(mlflow_store.tracking_uri(), e)}") from None
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise PipelineError(f"{uri}: cannot load it from {mlflow_store.tracking_uri()} ({first})") from None
+            raise PipelineError(f"{uri}: {mlflow_store.unusable_store(store_uri, e)}") from None
+        raise PipelineError(f"{uri}: cannot load it from {store_uri} ({first_line(e)})") from None
     outputs = model.metadata.get_output_schema()
     columns = outputs.input_names() if outputs is not None else []
     classes = [c.removeprefix("p_") for c in columns if c.startswith("p_")]
