@@ -2,7 +2,9 @@
 
 `prepare` builds the model, optimiser, schedule and in-memory data in a fixed
 order (the seed's random draws depend on it: train@ stages reproduce bit for bit
-only if it never changes); `fit` runs the epochs and keeps the best val-loss state.
+only if it never changes); `fit` runs the epochs and keeps the best val-loss state;
+`fit_seed` is both for one seed, from data in memory: what a train stage runs on
+this machine or ships to a cluster node (pipeline/cluster.py).
 """
 
 import copy
@@ -16,7 +18,7 @@ from tqdm import tqdm
 from pipeline.data import load_split, normalisation, to_model_input
 from pipeline.engine import batches_per_epoch, loss_and_accuracy, predict, train_one_epoch
 from pipeline.errors import PipelineError
-from pipeline.models import build_model
+from pipeline.models import build_model, count_parameters
 from pipeline.optim import PER_BATCH, make_optimizer, make_scheduler
 from pipeline.runtime import setup_torch
 
@@ -32,16 +34,19 @@ class Prepared:
     val_xy: tuple
     generator: torch.Generator
     normalisation: tuple  # (mean, std) of the training images: the checkpoint keeps them
-    splits: dict  # {"train": (images, labels), "val": (images, labels)} as stored, for tracking
 
 
-def prepare(config, split_dir, seed):
-    """Seed torch, load the split into memory and build what `fit` needs for `config` (a RunConfig)."""
+def load_splits(split_dir):
+    """{"train": (images, labels), "val": (images, labels)} of a split folder (stage split), in memory."""
+    return {split: load_split(split_dir, split) for split in ("train", "val")}
+
+
+def prepare(config, splits, seed):
+    """Seed torch and build what `fit` needs for `config` (a RunConfig) from `splits` (load_splits)."""
     train_params = config.train
     device = setup_torch(train_params.threads)
     torch.manual_seed(seed)  # the initial weights (and dropout masks)
-    train_images, train_labels = load_split(split_dir, "train")
-    val_images, val_labels = load_split(split_dir, "val")
+    (train_images, train_labels), (val_images, val_labels) = splits["train"], splits["val"]
     mean, std = normalisation(train_images)
     train_xy = (to_model_input(train_images, mean, std, device), train_labels.to(device))
     val_xy = (to_model_input(val_images, mean, std, device), val_labels.to(device))
@@ -51,8 +56,7 @@ def prepare(config, split_dir, seed):
     steps = train_params.epochs * batches_per_epoch(len(train_labels), train_params.batch_size)
     scheduler = make_scheduler(optimizer, train_params, steps)
     generator = torch.Generator().manual_seed(seed)  # data order and augmentation
-    splits = {"train": (train_images, train_labels), "val": (val_images, val_labels)}
-    return Prepared(model, optimizer, scheduler, train_xy, val_xy, generator, (mean, std), splits)
+    return Prepared(model, optimizer, scheduler, train_xy, val_xy, generator, (mean, std))
 
 
 def fit(prepared, train_params, name="model", on_epoch=lambda record: None):
@@ -108,3 +112,35 @@ def fit(prepared, train_params, name="model", on_epoch=lambda record: None):
             print(f"{name}: early stop after epoch {epoch}, best epoch {best_epoch}", flush=True)
             break
     return best_state, best_epoch, history
+
+
+@dataclass
+class Fitted:
+    """What one seed's training gives the stage that records it (stage train)."""
+
+    best_state: dict
+    best_epoch: int
+    history: list  # the epochs' records, as the checkpoint keeps them
+    epochs: list  # the same records with each epoch's wall time (`seconds`): for MLflow, never for DVC
+    normalisation: tuple
+    parameters: int
+
+
+def fit_seed(config, splits, seed, name="model", on_epoch=None):
+    """Prepare and fit `config` with `seed` on `splits` (load_splits); return a Fitted.
+
+    A pure function of its arguments (on one CPU kind and thread count), so it
+    runs in the stage's own process or as a task on a cluster node
+    (pipeline/cluster.py) with the same result. `on_epoch` sees each record as
+    it lands (a node has no MLflow run: the stage replays `epochs` into it).
+    """
+    prepared = prepare(config, splits, seed)
+    epochs = []
+
+    def record(item):
+        epochs.append(item)
+        if on_epoch is not None:
+            on_epoch(item)
+
+    best_state, best_epoch, history = fit(prepared, config.train, name, on_epoch=record)
+    return Fitted(best_state, best_epoch, history, epochs, prepared.normalisation, count_parameters(prepared.model))

@@ -17,13 +17,12 @@ import argparse
 import time
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline import cluster, tracking
 from pipeline.checkpoint import Checkpoint, save_checkpoint
 from pipeline.data import load_split, split_file
 from pipeline.errors import PipelineError, declare_outputs, run_stage
-from pipeline.fitting import fit, prepare
+from pipeline.fitting import fit_seed, load_splits
 from pipeline.io import read_json
-from pipeline.models import count_parameters
 from pipeline.params import ParamsError, RunConfig, load_params
 
 
@@ -35,39 +34,49 @@ def train_seed(config, split_dir, seed, tracked=None):
     the file) and its path: that tag, not an id inside the checkpoint, links the
     two. MLflow gets the model of train.seeds' first seed only, as a pyfunc that
     takes raw images (pipeline/serving.py): logging one takes seconds, and every
-    seed's checkpoint is a DVC output anyway.
+    seed's checkpoint is a DVC output anyway. With RAY_ADDRESS set the training
+    itself runs as a task on a cluster node (pipeline/cluster.py); the rest
+    happens here.
     """
     name = config.variant
-    run_setup = prepare(config, split_dir, seed)
+    splits = load_splits(split_dir)
     label = f"{name}/seed{seed}"
     params, out_path = tracked or (None, None)
     meta = read_json(Path(split_dir) / "meta.json")
     with tracking.seed_run(params, config, seed) as run:
-        for split, (images, labels) in run_setup.splits.items():
+        for split, (images, labels) in splits.items():
             run.log_dataset(split_dir, split, images, labels, meta["dataset"])
-        seconds = []
-
-        def on_epoch(record):
-            seconds.append(record["seconds"])
-            run.log_epoch(record)
-
-        best_state, best_epoch, history = fit(run_setup, config.train, label, on_epoch=on_epoch)
+        if cluster.address():
+            node, fitted = cluster.run_on_node(
+                fit_seed, config, splits, seed, label, threads=config.train.threads, name=f"train@{name}-{seed}"
+            )
+            for record in fitted.epochs:  # the node has no MLflow run: its epochs land here once it is done
+                run.log_epoch(record)
+            tracking.tag(run, "ray_node", node)
+            print(f"train {label}: trained on node {node}", flush=True)
+        else:
+            node, fitted = None, fit_seed(config, splits, seed, label, on_epoch=run.log_epoch)
         tracking.observe(
             f"train/{name}/seed{seed}.json",
-            {"seconds_per_epoch": seconds, "threads": config.train.threads, "mlflow_run_id": run.run_id},
+            {
+                "seconds_per_epoch": [record["seconds"] for record in fitted.epochs],
+                "threads": config.train.threads,
+                "mlflow_run_id": run.run_id,
+                "node": node,
+            },
         )
         checkpoint = Checkpoint(
             variant=name,
             seed=seed,
             variant_params=config.architecture,
             model_params=config.model,
-            state_dict=best_state,
-            normalisation=run_setup.normalisation,
-            best_epoch=best_epoch,
-            epochs_run=len(history),
-            parameters=count_parameters(run_setup.model),
+            state_dict=fitted.best_state,
+            normalisation=fitted.normalisation,
+            best_epoch=fitted.best_epoch,
+            epochs_run=len(fitted.history),
+            parameters=fitted.parameters,
             classes=meta["classes"],
-            history=history,
+            history=fitted.history,
         )
         if out_path is not None:
             save_checkpoint(out_path, checkpoint)
@@ -108,6 +117,8 @@ def main():
             f"the training split holds {train_size} images, fewer than one batch (train.batch_size "
             f"{batch_size}): lower train.batch_size or data.val_size"
         )
+    if cluster.address():  # an unreachable cluster is one line before an MLflow run opens
+        cluster.connect(cluster.address())
     start = time.perf_counter()
     train_seed(config, args.split, args.seed, (params, args.out))
     print(f"train {config.variant}/seed{args.seed}: {time.perf_counter() - start:.0f} s (observations/train/)")

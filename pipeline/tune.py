@@ -31,7 +31,7 @@ from pathlib import Path
 from pipeline import tracking
 from pipeline.data import split_file
 from pipeline.errors import PipelineError, declare_outputs, first_line, run_stage
-from pipeline.fitting import fit, prepare
+from pipeline.fitting import fit, load_splits, prepare
 from pipeline.io import atomic_path, file_md5, read_json, write_json
 from pipeline.params import ParamsError, RunConfig, load_params
 from pipeline.search import apply, base_values, load_search, space_of, suggest
@@ -174,7 +174,7 @@ def run_trial(trial, base, space, split_dir, search, params, parent_id):
     config = apply(base, values)
     epochs = []
     with tracking.trial_run(params, parent_id, base.variant, trial.number, values) as run:
-        prepared = prepare(config, split_dir, search.seed)
+        prepared = prepare(config, load_splits(split_dir), search.seed)
 
         def on_epoch(record):
             epochs.append(record["epoch"])

@@ -16,17 +16,22 @@ what is left (evaluate, report), finding every train stage up to date.
     python scripts/repro.py --exp -S train.seeds=[0,1,2,3,4] [-n NAME]   # = dvc exp run -S ...
     python scripts/repro.py --cd study               # the study's project
     python scripts/repro.py --cd tune                # the tune pipeline: its tune@ stages first, in parallel
+    python scripts/repro.py --address 10.0.0.5:6379  # train stages' training on a Ray cluster (= RAY_ADDRESS)
 
 How many at once: PIPELINE_WORKERS, else the cores (their affinity) divided by the
-largest train.threads. Each stage's output goes to observations/repro/<stage>.log
+largest train.threads; on a Ray cluster (--address or RAY_ADDRESS), the train
+stages count the cluster's CPUs instead: each stage still runs here under DVC,
+which records it, and ships its training to a node (pipeline/cluster.py,
+docs/cluster.md). Each stage's output goes to observations/repro/<stage>.log
 (git-ignored); a failed stage's last lines are printed, the stages already running
 finish (their results are valid and recorded), no new one starts, and the exit
-status is DVC's.
+status is DVC's. Ctrl-C stops every stage and prints each one's last line.
 """
 
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -81,14 +86,17 @@ def stage_groups(project):
         return groups
 
 
-def workers(project):
-    """PIPELINE_WORKERS, else the cores this process may use divided by the largest train.threads."""
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pipeline/, from any working folder
+
+
+def workers(project, cluster_cpus=None):
+    """PIPELINE_WORKERS, else the cores this process may use (or `cluster_cpus`, a Ray cluster's) divided by
+    the largest train.threads."""
     chosen = os.environ.get("PIPELINE_WORKERS")
     if chosen:
         if not chosen.isdigit() or int(chosen) < 1:
             sys.exit(f"error: PIPELINE_WORKERS must be a whole number >= 1, got {chosen!r}")
         return int(chosen)
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pipeline/, from any working folder
     from pipeline.params import load_params
 
     path = project / "params.yaml"
@@ -97,7 +105,42 @@ def workers(project):
     params = load_params(path)  # the study's and the sweep's files over their base, as their stages read them
     threads = max(params.train_for(name).threads for name in params.variants)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // threads)
+    return max(1, (cluster_cpus or cores) // threads)
+
+
+def cluster_cpus(address):
+    """The CPUs of the Ray cluster at `address`, all nodes together; one line and exit 2 if it cannot be joined."""
+    from pipeline import cluster
+    from pipeline.errors import PipelineError
+
+    try:
+        ray = cluster.connect(address)
+        count = cluster.cpus()
+        ray.shutdown()  # each stage joins as a driver of its own
+        return count
+    except PipelineError as e:
+        sys.exit(f"error: {e}")
+
+
+NODE = re.compile(r"trained on node (.+)$", re.MULTILINE)
+
+
+def where(logs, stages):
+    """'3 on vm (10.0.0.5), 2 on gpu1 (10.0.0.6)': the nodes the stages' logs name, or '' (none trained on one)."""
+    counts = {}
+    for stage in stages:
+        log = logs / f"{stage}.log"
+        for node in NODE.findall(log.read_text(errors="replace")) if log.is_file() else ():
+            counts[node] = counts.get(node, 0) + 1
+    return ", ".join(f"{n} on {node}" for node, n in sorted(counts.items()))
+
+
+def last_line(log):
+    """A stage's own last word: its one-line failure or interruption (with its restore command), else the last
+    line it printed (how far it got)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()] if log.is_file() else []
+    own = [line for line in lines if line.startswith(("error: ", "interrupted: "))]
+    return (own or lines or ["(nothing printed yet)"])[-1]
 
 
 def run_parallel(project, stages, count, pull, kind="train"):
@@ -115,7 +158,8 @@ def run_parallel(project, stages, count, pull, kind="train"):
 
     start = time.perf_counter()
     bar = tqdm(total=len(stages), desc=f"{kind} stages, {count} at once", unit="stage", disable=None)
-    with ThreadPoolExecutor(count) as pool:
+    pool = ThreadPoolExecutor(count)
+    try:
         while pending or running:
             while pending and len(running) < count and not failed:
                 stage = pending.pop(0)
@@ -134,8 +178,21 @@ def run_parallel(project, stages, count, pull, kind="train"):
                     failed = failed or code
                 elif bar.disable:
                     print(f"{stage} done in {seconds:.0f} s", flush=True)
+    except KeyboardInterrupt:  # Ctrl-C reached every stage too (one process group): say where each one stopped
+        bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)  # each stage's clean-up (its restore line) lands in its log
+        print(f"interrupted: {len(running)} {kind} stage(s) were running, {len(pending)} not started", flush=True)
+        for stage in sorted(running.values()):
+            print(f"  {stage}: {last_line(logs / f'{stage}.log')}", flush=True)
+        raise
+    pool.shutdown()
     bar.close()
-    print(f"{len(stages)} {kind} stage(s) in {time.perf_counter() - start:.0f} s, {count} at once", flush=True)
+    nodes = where(logs, stages)
+    print(
+        f"{len(stages)} {kind} stage(s) in {time.perf_counter() - start:.0f} s, {count} at once"
+        + (f": {nodes}" if nodes else ""),
+        flush=True,
+    )
     return failed
 
 
@@ -146,8 +203,15 @@ def main():
     parser.add_argument("--exp", action="store_true", help="end with `dvc exp run` (an experiment), not `dvc repro`")
     parser.add_argument("-S", "--set-param", action="append", default=[], help="[file:]key=value, as dvc exp run -S")
     parser.add_argument("-n", "--name", help="the experiment's name (with --exp)")
+    parser.add_argument(
+        "--address", help="a Ray cluster (host:port or ray://host:10001) to train on; default RAY_ADDRESS, else here"
+    )
     args = parser.parse_args()
     project = Path(args.cd).resolve()
+    if args.address:
+        os.environ["RAY_ADDRESS"] = args.address  # the stages DVC starts read it (pipeline/cluster.py)
+    address = os.environ.get("RAY_ADDRESS", "").strip()
+    cpus = cluster_cpus(address) if address else None
     if (args.set_param or args.name) and not args.exp:
         parser.error("-S and -n make an experiment: add --exp (or use `dvc exp run`)")
     pull = ["--pull"] if args.pull else []
@@ -161,13 +225,14 @@ def main():
             if code:
                 return code
             stale = [stage for stage in members if stage in json.loads(out or "{}")]
-            count = min(workers(project), max(1, len(stale)))
+            # tune@ searches run here: only the train stages' training goes to the cluster
+            count = min(workers(project, cpus if members[0].startswith("train@") else None), max(1, len(stale)))
             if stale and run_parallel(project, stale, count, args.pull, members[0].split("@")[0]):
                 return 1
         if args.exp:
             return dvc("exp", "run", *(["-n", args.name] if args.name else []), cwd=project)
         return dvc("repro", *pull, cwd=project)
-    except KeyboardInterrupt:  # Ctrl-C reached every stage too: each said what it left
+    except KeyboardInterrupt:  # Ctrl-C reached every stage too: each said what it left (run_parallel printed it)
         return 130
 
 

@@ -401,3 +401,135 @@ def postgres(db="optuna"):
         )
         shutil.rmtree(pgdata, ignore_errors=True)
         pwfile.unlink(missing_ok=True)
+
+
+def start_mlflow_server(tmp_path, port):
+    """A real `mlflow server` on 127.0.0.1:port, small (1 worker, no job runner), its store in tmp_path: its Popen."""
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            f"sqlite:///{tmp_path / 'server.db'}",
+            "--artifacts-destination",
+            str(tmp_path / "server-artifacts"),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/health", server, timeout=60)
+    except AssertionError:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server):
+    try:
+        os.killpg(server.pid, signal.SIGTERM)  # its own process group: the worker goes too
+        server.wait(timeout=20)
+    except ProcessLookupError:  # stopped already, by the test
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+
+
+RAY_READY = "Ray runtime started"
+
+
+class RayCluster:
+    """A real Ray cluster on this machine: a head without CPUs (the driver's node) and worker nodes of one CPU
+    each, every node in a temp folder of its own (its --temp-dir and working folder), none with the driver's
+    PYTHONPATH. Ray 2.60 maps --node-ip-address 127.0.0.1 to the machine's network address
+    (services.resolve_ip_for_localhost), so the nodes take 127.0.0.2, .3, ...: loopback addresses it keeps.
+    Each node is a `ray start --block` in a process group of its own, stopped by that group, never `ray stop`
+    (which stops every Ray on the machine)."""
+
+    def __init__(self, workers=2):
+        # a short root: a node's sockets live under it, and a Unix socket's path is at most 107 bytes
+        self.tmp, self.port = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp")), free_port()
+        self.address = f"127.0.0.2:{self.port}"
+        self.nodes = {}  # ip -> Popen
+        self.ray = str(Path(sys.executable).with_name("ray"))
+        self.start("127.0.0.2", ["--head", "--port", str(self.port), "--num-cpus", "0", "--include-dashboard=false"])
+        for i in range(workers):
+            self.add_node(f"127.0.0.{3 + i}")
+
+    def add_node(self, ip, ray=None):
+        """One more worker node of one CPU; `ray`: the `ray` command it starts from (another venv's)."""
+        self.start(ip, ["--address", self.address, "--num-cpus", "1"], ray=ray)
+
+    def start(self, ip, args, timeout=90, ray=None):
+        folder = self.tmp / ip
+        folder.mkdir(parents=True)
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "RAY_ADDRESS")}
+        # the head notices a dead node after 3 missed 1-s health checks, not Ray's default 5 missed 3-s ones
+        # (~30 s measured here): the killed-node test waits that long before its task runs again
+        env.update(
+            RAY_USAGE_STATS_ENABLED="0",
+            RAY_health_check_period_ms="1000",
+            RAY_health_check_timeout_ms="1000",
+            RAY_health_check_failure_threshold="3",
+        )
+        log = folder / "ray-start.log"
+        with open(log, "w") as out:
+            node = subprocess.Popen(
+                [ray or self.ray, "start", "--block", "--node-ip-address", ip, "--temp-dir", f"{folder}/tmp", *args],
+                cwd=folder,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.nodes[ip] = node
+        deadline = time.monotonic() + timeout
+        while RAY_READY not in log.read_text():
+            if node.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise AssertionError(f"ray start for {ip} failed:\n{log.read_text()[-3000:]}")
+            time.sleep(0.2)
+
+    def workers_of(self, ip):
+        """PIDs of the task workers running on node `ip` now: their working folder is in the node's folder."""
+        folder, found = str(self.tmp / ip), []
+        for proc in Path("/proc").glob("[0-9]*"):
+            try:
+                title = (proc / "cmdline").read_bytes()  # a busy worker's title: ray::<task name>
+                if title.startswith(b"ray::train@") and os.readlink(proc / "cwd").startswith(folder):
+                    found.append(int(proc.name))
+            except (FileNotFoundError, PermissionError, ProcessLookupError):
+                pass
+        return found
+
+    def kill(self, ip):
+        """SIGKILL node `ip` as a machine dies: its Ray processes (one process group) and its task workers."""
+        workers, node = self.workers_of(ip), self.nodes.pop(ip)
+        for pid in workers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:
+            os.killpg(node.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        node.wait()
+
+    def stop(self):
+        """SIGKILL every node (workers first, the head last) and remove their folders: test nodes keep nothing."""
+        for ip in list(self.nodes)[::-1]:
+            self.kill(ip)
+        shutil.rmtree(self.tmp, ignore_errors=True)

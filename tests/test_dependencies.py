@@ -20,6 +20,7 @@ NOT_DEPS = {
     "pipeline/tracking.py": "mirrors the DVC outputs into MLflow; tracking.* is not a DVC param either",
     "pipeline/mlflow_store.py": "which MLflow store and experiment the mirror writes to",
     "pipeline/errors.py": "how a stage fails (its message, its exit code), never what a finished stage wrote",
+    "pipeline/cluster.py": "where a train stage's fit_seed runs (its own process or a Ray node), never what it returns",
     "pipeline/__init__.py": "empty",
 }
 

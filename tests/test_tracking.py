@@ -17,9 +17,10 @@ from helpers import (
     make_project,
     run,
     shrunk_params,
+    start_mlflow_server,
+    stop_server,
     train_cmd,
     train_one,
-    wait_for_url,
     write_idx_folder,
     write_params,
 )
@@ -70,39 +71,6 @@ def test_tracking_disabled_needs_no_store(split_dir, tmp_path):
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["seed0.pt"]
 
 
-def start_mlflow_server(tmp_path, port):
-    """A real `mlflow server` on 127.0.0.1:port, small (1 worker, no job runner), its store in tmp_path: its Popen."""
-    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-            "--backend-store-uri",
-            f"sqlite:///{tmp_path / 'server.db'}",
-            "--artifacts-destination",
-            str(tmp_path / "server-artifacts"),
-        ],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        wait_for_url(f"http://127.0.0.1:{port}/health", server, timeout=60)
-    except AssertionError:
-        stop_server(server)
-        raise
-    return server
-
-
 @pytest.fixture
 def mlflow_server(tmp_path):
     """(url, Popen) of a live server; stopped after the test."""
@@ -112,17 +80,6 @@ def mlflow_server(tmp_path):
         yield f"http://127.0.0.1:{port}", server
     finally:
         stop_server(server)
-
-
-def stop_server(server):
-    try:
-        os.killpg(server.pid, signal.SIGTERM)  # its own process group: the worker goes too
-        server.wait(timeout=20)
-    except ProcessLookupError:  # stopped already, by the test
-        pass
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
 
 
 def rest(url, path, body):
