@@ -22,6 +22,13 @@ from pipeline.models import build_model, count_parameters
 from pipeline.optim import PER_BATCH, make_optimizer, make_scheduler
 from pipeline.runtime import setup_torch
 
+# A run is diverged, not a result, when its training loss is not finite or above EXPLODED (cross-entropy
+# starts at ln(classes) ~ 2.3 and a run that learns stays below it; lr 1000 reached 1e28), or when its
+# validation accuracy never rose more than CHANCE_MARGIN above chance in AT_CHANCE_AFTER epochs or more.
+EXPLODED = 1e3
+CHANCE_MARGIN = 0.02
+AT_CHANCE_AFTER = 3
+
 
 @dataclass
 class Prepared:
@@ -88,9 +95,10 @@ def fit(prepared, train_params, name="model", on_epoch=lambda record: None):
             "lr": lr,
         }
         seconds = time.perf_counter() - start
-        if not math.isfinite(train_loss + val_loss):
+        if not math.isfinite(train_loss + val_loss) or train_loss > EXPLODED:
+            how = f"train loss {train_loss:.3g}" if math.isfinite(train_loss + val_loss) else "not finite"
             raise PipelineError(
-                f"{name}: the loss diverged (not finite) in epoch {epoch}; lower train.lr (now {train_params.lr})"
+                f"{name}: the loss diverged ({how}) in epoch {epoch}; lower train.lr (now {train_params.lr})"
             )
         history.append(record)
         on_epoch({**record, "seconds": seconds})
@@ -111,6 +119,13 @@ def fit(prepared, train_params, name="model", on_epoch=lambda record: None):
         if epoch - best_epoch >= train_params.early_stopping_patience:
             print(f"{name}: early stop after epoch {epoch}, best epoch {best_epoch}", flush=True)
             break
+    classes = int(prepared.train_xy[1].max()) + 1
+    best_acc = max(record["val_acc"] for record in history)
+    if len(history) >= AT_CHANCE_AFTER and best_acc <= 1 / classes + CHANCE_MARGIN:
+        raise PipelineError(
+            f"{name}: the run learned nothing: validation accuracy stayed at chance (at best {best_acc:.3f} with "
+            f"{classes} classes) for {len(history)} epochs; lower train.lr (now {train_params.lr})"
+        )
     return best_state, best_epoch, history
 
 

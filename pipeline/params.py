@@ -102,7 +102,8 @@ class TrainSettings(Section):
 
 
 class Train(TrainSettings):
-    seeds: Annotated[list[Annotated[int, Field(ge=0)]], NonEmpty]
+    # a seed is an int64 wherever it is used (torch, numpy, the matrix's stage names): at most 2^63 - 1
+    seeds: Annotated[list[Annotated[int, Field(ge=0, le=2**63 - 1)]], NonEmpty]
 
     @field_validator("seeds")
     @classmethod
@@ -324,7 +325,8 @@ def one_line(error):
         choices = ctx["expected"].replace("'", "").replace(" or ", ", ")
         return f"{key} must be one of {choices}; got {value!r}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        bound = next(f"{_BOUNDS[k]} {v:g}" for k, v in ctx.items() if k in _BOUNDS)
+        # a whole-number bound in full (2^63 - 1 as 9.22337e+18 would not say where the limit is)
+        bound = next(f"{_BOUNDS[k]} {v if isinstance(v, int) else f'{v:g}'}" for k, v in ctx.items() if k in _BOUNDS)
         return f"{key} must be {bound}, got {value!r}"
     if kind == "too_short":
         return f"{key} must not be empty, got {value!r}"

@@ -51,6 +51,11 @@ REAL["variants"]["cnn"] = {**REAL["variants"]["vanilla"], "arch": "cnn", "cnn": 
         (("train", "seeds"), [], "train.seeds must not be empty, got []"),
         (("train", "seeds"), [0, 1, 1], "train.seeds must list each value once; 1 appears 2 times in [0, 1, 1]"),
         (("train", "seeds"), [0, -1], "train.seeds[1] must be >= 0, got -1"),
+        (
+            ("train", "seeds"),
+            [99999999999999999999],
+            "train.seeds[0] must be <= 9223372036854775807, got 99999999999999999999",
+        ),
         (("train", "seeds"), 3, "train.seeds must be a list, got 3"),
         (("report", "baseline"), "lenet", "report.baseline must name a variant (vanilla, batchnorm"),
         (("report", "confidence"), 1.0, "report.confidence must be < 1, got 1.0"),

@@ -2,6 +2,7 @@
 
 import math
 import os
+import re
 
 import pytest
 import torch
@@ -246,6 +247,22 @@ def test_diverging_loss_is_a_clear_error(split_dir):
         PipelineError, match=r"vanilla/seed0: the loss diverged .* lower train.lr \(now 1000000000000.0\)"
     ):
         train_one(tiny_params(**{"train.lr": 1.0e12}), "vanilla", split_dir, 0)
+
+
+def test_a_run_that_explodes_or_stays_at_chance_is_diverged_not_a_result(split_dir):
+    """Issue 32's `-S train.lr=1000`: one seed went NaN, another ended at chance with a train loss of 1e28 and
+    was scored. Now each seed is named diverged (its loss) or as having learned nothing (its accuracy)."""
+    params = tiny_params(**{"train.lr": 1000.0, "train.epochs": 3})
+    said = []
+    for seed in range(4):
+        with pytest.raises(PipelineError) as failure:
+            train_one(params, "vanilla", split_dir, seed)
+        said.append(str(failure.value))
+    kinds = r"the loss diverged \((not finite|train loss [0-9.e+]+)\) in epoch \d|the run learned nothing"
+    assert all(re.match(rf"vanilla/seed\d: ({kinds}).*lower train.lr \(now 1000.0\)", line) for line in said), said
+    # the same data and epochs at the default learning rate is a result
+    _, history = train_one(tiny_params(**{"train.epochs": 3}), "vanilla", split_dir, 0)
+    assert max(h["val_acc"] for h in history) > 0.3
 
 
 def test_same_seed_gives_identical_weights_and_metrics(split_dir):
