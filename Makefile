@@ -56,10 +56,11 @@ decide: setup data
 
 # dvc push --run-cache, plus the outputs of every recorded run, which DVC leaves behind
 # (docs/team.md): a teammate's `dvc exp run --pull` of a configuration you ran then trains nothing.
-# The study's outputs too, when this clone has them, to the same remote.
+# The study's and the sweep's outputs too, when this clone trained or pulled any
+# (a checkpoint in <project>/data/models; git keeps only a .gitignore there), to the same remote.
 push: setup
 	python scripts/push_run_cache.py
-	@for p in study sweep; do if [ -f $$p/dvc.lock ] && [ -d $$p/data/models ]; then python scripts/push_run_cache.py --project $$p; fi; done
+	@for p in study sweep; do if [ -n "$$(find $$p/data/models -name '*.pt' 2>/dev/null | head -n 1)" ]; then python scripts/push_run_cache.py --project $$p; fi; done
 
 test: setup data
 	@scripts/ensure-test-services.sh

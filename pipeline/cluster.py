@@ -136,14 +136,23 @@ def _on_node(target, payload):
 def run_on_node(function, *args, threads, name):
     """(node, function(*args)) run as a Ray task asking for `threads` CPUs (and a GPU where the cluster has
     them); every failure one line naming the node and the fix; Ctrl-C cancels the task."""
+    return run_on_nodes(function, [args], threads=threads, name=name)[0]
+
+
+def run_on_nodes(function, calls, threads, name, env=None):
+    """[(node, function(*args)) for args in calls], each call a Ray task as in run_on_node, all at once;
+    `env`: environment variables the tasks need (their runtime environment's env_vars)."""
     ray = connect(address())
     options = {"num_cpus": threads, "num_gpus": gpus_per_task(), "max_retries": RETRIES, "name": name}
-    target, payload = f"{function.__module__}:{function.__qualname__}", pickle.dumps(args, protocol=5)
-    ref = ray.remote(_on_node).options(**options).remote(target, payload)
+    if env:
+        options["runtime_env"] = {"env_vars": env}  # merged with the job's (its working_dir stays)
+    target = f"{function.__module__}:{function.__qualname__}"
+    refs = [ray.remote(_on_node).options(**options).remote(target, pickle.dumps(args, protocol=5)) for args in calls]
     try:
-        return ray.get(ref)
-    except KeyboardInterrupt:  # the driver's Ctrl-C or SIGTERM (errors.Terminated): stop the node's work too
-        ray.cancel(ref, force=True)
+        return ray.get(refs)
+    except KeyboardInterrupt:  # the driver's Ctrl-C or SIGTERM (errors.Terminated): stop the nodes' work too
+        for ref in refs:
+            ray.cancel(ref, force=True)
         raise
     except ray.exceptions.RayTaskError as e:
         cause = e.cause if isinstance(e.cause, BaseException) else e

@@ -363,7 +363,7 @@ OWN_KEYS = {"train": ("seeds",), "report": ("baseline",), "tracking": ("enabled"
 VARIANT_OWN = ("train", "model")
 
 
-def _read_yaml(path):
+def read_yaml(path):
     from ruamel.yaml import YAML, YAMLError
 
     try:
@@ -380,7 +380,7 @@ def with_base(raw, path):
     if not isinstance(raw["base"], str) or not raw["base"]:
         raise ParamsError(f"{path}: base must be the path of the main params file, got {raw['base']!r}")
     base_path = path.parent / raw["base"]
-    merged = _read_yaml(base_path)
+    merged = read_yaml(base_path)
     if not isinstance(merged, dict) or "base" in merged:
         raise ParamsError(f"{path}: base {raw['base']} must be a params file without a base of its own")
     for section, value in raw.items():
@@ -406,7 +406,10 @@ def with_base(raw, path):
 def load_params(path="params.yaml"):
     """Params from a params file: params.yaml, or a second pipeline's file over its `base:`."""
     path = Path(path)
-    raw = _read_yaml(path)
-    if isinstance(raw, dict) and "base" in raw:
+    raw = read_yaml(path)
+    if not isinstance(raw, dict):  # empty, or a list or a scalar: DVC's own message would not name the file
+        got = "it is empty" if raw is None else f"got a {type(raw).__name__}"
+        raise ParamsError(f"{path} must be a mapping of sections (data, train, variants, ...); {got}")
+    if "base" in raw:
         raw = with_base(raw, path)
     return validate(raw)

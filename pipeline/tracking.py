@@ -415,7 +415,7 @@ def trial_run(params, parent_id, variant, number, values):
         lambda m: setattr(
             run,
             "run_id",
-            m.MlflowClient().create_run(experiment_id, f"{variant} trial {number}", tags=tags).info.run_id,
+            m.MlflowClient().create_run(experiment_id, run_name=f"{variant} trial {number}", tags=tags).info.run_id,
         ),
     )
     run._mirror(

@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from pipeline import tracking
+from pipeline import cluster, tracking
 from pipeline.data import split_file
 from pipeline.errors import PipelineError, declare_outputs, first_line, run_stage
 from pipeline.fitting import fit, load_splits, prepare
@@ -163,7 +163,7 @@ class Heartbeat:
         self.thread.join()
 
 
-def run_trial(trial, base, space, split_dir, search, params, parent_id):
+def run_trial(trial, base, space, splits, search, params, parent_id):
     """Train one trial; return (state, value): COMPLETE with its validation accuracy, PRUNED, or
     FAIL when its loss diverged (a learning rate too high for the variant: a result, not an error)."""
     import optuna
@@ -174,7 +174,7 @@ def run_trial(trial, base, space, split_dir, search, params, parent_id):
     config = apply(base, values)
     epochs = []
     with tracking.trial_run(params, parent_id, base.variant, trial.number, values) as run:
-        prepared = prepare(config, load_splits(split_dir), search.seed)
+        prepared = prepare(config, splits, search.seed)
 
         def on_epoch(record):
             epochs.append(record["epoch"])
@@ -200,8 +200,8 @@ def run_trial(trial, base, space, split_dir, search, params, parent_id):
     return state, value
 
 
-def work(study, base, space, split_dir, search, params, heartbeat):
-    """Run queued trials until none is left and no other worker's trial is running."""
+def work(study, base, space, splits, search, params, heartbeat):
+    """Run queued trials until none is left and no other worker's trial is running; `splits`: load_splits'."""
     import optuna
     from optuna.trial import TrialState
 
@@ -219,7 +219,7 @@ def work(study, base, space, split_dir, search, params, heartbeat):
         start = time.perf_counter()
         try:
             with Heartbeat(study._storage, trial_id, heartbeat):
-                state, value = run_trial(trial, base, space, split_dir, search, params, parent_id)
+                state, value = run_trial(trial, base, space, splits, search, params, parent_id)
             trial.set_user_attr("seconds", time.perf_counter() - start)  # Optuna's only, never the outputs
         except BaseException:  # Ctrl-C, SIGTERM, a bug: the trial goes back to the queue for another worker
             study.tell(trial, state=TrialState.FAIL)
@@ -229,6 +229,49 @@ def work(study, base, space, split_dir, search, params, heartbeat):
             study.tell(trial, value)
         else:  # Optuna keeps a pruned trial's last reported value as its value
             study.tell(trial, state=state)
+
+
+def node_worker(url, name, search, base, space, splits, params, heartbeat):
+    """One more worker of a shared search, as a task on a cluster node: join the study the stage created in the
+    shared storage, work until the queue is empty; return how many trials this worker ran."""
+    quiet_optuna()
+    study, _ = open_search(url, name, search, None, heartbeat, params, base.variant)
+    before = set(t.number for t in study.get_trials(deepcopy=False))
+    work(study, base, space, splits, search, params, heartbeat)
+    return len({t.number for t in study.get_trials(deepcopy=False)} - before)
+
+
+def quiet_optuna():
+    import logging
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(logging.WARNING)  # our own line per trial says what happened
+    # heartbeats and their retry are "experimental" in Optuna 5.0 (pinned): tests/test_tune.py checks them
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def work_on_cluster(url, name, search, base, space, splits, params, heartbeat):
+    """The search's workers as tasks on the cluster's nodes, as many as its CPUs allow (over train.threads),
+    each joining the shared storage at `url`; their trials' MLflow runs go to the driver's store, which must
+    then be a server the nodes reach."""
+    from pipeline.mlflow_store import store_path, tracking_uri
+
+    uri = tracking_uri()
+    if params.tracking.enabled and store_path(uri) is not None:
+        raise PipelineError(
+            f"the trials' MLflow runs would go to {uri}, a file the cluster's nodes cannot reach: set "
+            "MLFLOW_TRACKING_URI to the team's server (docs/team.md) or tracking.enabled: false"
+        )
+    threads = base.train.threads
+    count = max(1, cluster.cpus() // threads)
+    env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}  # the store, its login, the experiment
+    print(f"tune {base.variant}: {count} worker(s) on the cluster", flush=True)
+    calls = [(url, name, search, base, space, splits, params, heartbeat)] * count
+    done = cluster.run_on_nodes(node_worker, calls, threads=threads, name=f"tune@{base.variant}", env=env)
+    for node, trials in done:
+        print(f"tune {base.variant}: {trials} trial(s) on node {node}", flush=True)
 
 
 def summary(study, base, space):
@@ -320,18 +363,24 @@ def main():
     space = space_of(search, args.variant)
     url = args.storage or os.environ.get("TUNE_STORAGE") or default_storage(args.variant)
     name = study_name(base, space, search, args.split)
-    import logging
-    import warnings
-
-    import optuna
-
-    optuna.logging.set_verbosity(logging.WARNING)  # our own line per trial says what happened
-    # heartbeats and their retry are "experimental" in Optuna 5.0 (pinned): tests/test_tune.py checks them
-    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    quiet_optuna()
+    shared = not url.startswith("sqlite:")  # a database server, which other machines' workers can join
+    if cluster.address() and shared:  # an unreachable cluster is one line before the search is created
+        cluster.connect(cluster.address())
     study, created = open_search(url, name, search, base_values(base, space), args.heartbeat, params, args.variant)
     print(f"tune {args.variant}: {'created' if created else 'joined'} Optuna study {name}", flush=True)
     start = time.perf_counter()
-    work(study, base, space, args.split, search, params, args.heartbeat)
+    splits = load_splits(args.split)
+    if cluster.address() and shared:
+        work_on_cluster(url, name, search, base, space, splits, params, args.heartbeat)
+    else:
+        if cluster.address():
+            print(
+                f"tune {args.variant}: the search's storage is a local file, so its trials run here; set "
+                "TUNE_STORAGE to a PostgreSQL URL to spread them over the cluster (docs/cluster.md)",
+                flush=True,
+            )
+        work(study, base, space, splits, search, params, args.heartbeat)
     rows, result, tuned = summary(study, base, space)
     tracking.observe(  # this run's timings: observations/, never a DVC output
         f"tune/{args.variant}.json",

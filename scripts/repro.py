@@ -39,7 +39,6 @@ from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures.thread import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
 from tqdm import tqdm
 
 
@@ -89,6 +88,21 @@ def stage_groups(project):
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pipeline/, from any working folder
 
 
+def checked_params(project):
+    """The project's params as its stage check reads them (the study's and the sweep's files over their base; for
+    tune/, ../params.yaml and its search checked too): ParamsError (one line) on any bad value."""
+    from pipeline.params import load_params, read_yaml
+    from pipeline.search import load_search
+
+    path = Path(os.path.relpath(project / "params.yaml"))  # as the user names it in a message
+    raw = read_yaml(path)  # one line naming the file when it is missing or not YAML
+    if isinstance(raw, dict) and "variants" not in raw and "base" not in raw and "tune" in raw:  # tune/params.yaml
+        params = load_params(project.parent / "params.yaml")
+        load_search(path, {name: params.run_config(name) for name in params.variants})
+        return params
+    return load_params(path)
+
+
 def workers(project, cluster_cpus=None):
     """PIPELINE_WORKERS, else the cores this process may use (or `cluster_cpus`, a Ray cluster's) divided by
     the largest train.threads."""
@@ -97,15 +111,31 @@ def workers(project, cluster_cpus=None):
         if not chosen.isdigit() or int(chosen) < 1:
             sys.exit(f"error: PIPELINE_WORKERS must be a whole number >= 1, got {chosen!r}")
         return int(chosen)
-    from pipeline.params import load_params
-
-    path = project / "params.yaml"
-    if "variants" not in yaml.safe_load(path.read_text()):  # tune/params.yaml: it trains ../params.yaml's variants
-        path = project.parent / "params.yaml"
-    params = load_params(path)  # the study's and the sweep's files over their base, as their stages read them
+    params = checked_params(project)
     threads = max(params.train_for(name).threads for name in params.variants)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, (cluster_cpus or cores) // threads)
+
+
+def validate_first(project, overrides):
+    """Apply `-S` overrides and check every params file before DVC touches anything: a bad value (one that
+    would change which stages exist, too: train.seeds, variants) is one line, and the files are put back as
+    they were. Plain `dvc exp run -S` checks in stage check, after DVC has laid out the stages."""
+    from pipeline.params import ParamsError
+
+    files = [project / "params.yaml", *(project / f for f in {o.partition(":")[0] for o in overrides if ":" in o})]
+    before = {f: f.read_bytes() for f in files if f.is_file()}
+    try:
+        if overrides:
+            apply_overrides(project, overrides)
+        checked_params(project)
+    except Exception as e:  # ours (ParamsError), DVC's on a -S it cannot apply (a typo: its cause says which)
+        for f, data in before.items():
+            f.write_bytes(data)
+        cause = e.__cause__ or e.__context__
+        said = " ".join(str(e if isinstance(e, ParamsError) or cause is None else cause).split())
+        kept = " (the -S values were not applied: the params files are as they were)" if overrides else ""
+        sys.exit(f"error: {said}{kept}; nothing ran")
 
 
 def cluster_cpus(address):
@@ -215,9 +245,8 @@ def main():
     if (args.set_param or args.name) and not args.exp:
         parser.error("-S and -n make an experiment: add --exp (or use `dvc exp run`)")
     pull = ["--pull"] if args.pull else []
+    validate_first(project, args.set_param)
     try:
-        if args.set_param:
-            apply_overrides(project, args.set_param)
         for members, upstream in stage_groups(project):
             if upstream and dvc("repro", *pull, *upstream, cwd=project):
                 return 1

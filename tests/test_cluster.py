@@ -24,7 +24,17 @@ from helpers import (
     write_idx_folder,
 )
 
-pytestmark = pytest.mark.slow
+from pipeline.cluster import host_port
+from pipeline.errors import PipelineError
+
+
+def test_a_cluster_address_is_host_port_or_ray_client():
+    assert host_port("10.0.0.5:6379") == ("10.0.0.5", 6379)
+    assert host_port("ray://head.example:10002") == ("head.example", 10002)
+    assert host_port("ray://head") == ("head", 10001)  # Ray Client's default port
+    for bad in ("head", "10.0.0.5:port", "http://head"):
+        with pytest.raises(PipelineError, match=f"RAY_ADDRESS '{re.escape(bad)}' is not host:port or ray://host:port"):
+            host_port(bad)
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +72,7 @@ def clone(reference, tmp_path, name="clone"):
     return target
 
 
+@pytest.mark.slow
 def test_a_cluster_run_records_what_a_local_run_records(cluster, reference, tmp_path):
     """`RAY_ADDRESS=... make run` in a fresh clone (no DVC cache: every train stage trains on a node): the same
     bytes as the local run, a clean `git status`, and every seed's run on the team server with its node."""
@@ -93,6 +104,7 @@ def test_a_cluster_run_records_what_a_local_run_records(cluster, reference, tmp_
     assert re.fullmatch(r"\S+ \(127\.0\.0\.[34]\)", observed["node"])
 
 
+@pytest.mark.slow
 def test_a_cluster_nobody_answers_at_is_one_line_before_anything_starts(reference, tmp_path):
     repo = clone(reference, tmp_path)
     address = f"127.0.0.2:{free_port()}"
@@ -138,6 +150,7 @@ def long_training(repo, env, epochs):
     run(["git", "commit", "-qam", "one long seed"], repo, env)
 
 
+@pytest.mark.slow
 def test_ctrl_c_on_the_driver_cancels_the_tasks_and_leaves_no_running_run(cluster, reference, tmp_path):
     repo = clone(reference, tmp_path)
     env = {k: v for k, v in reference[1].items() if k != "PIPELINE_WORKERS"}
@@ -164,6 +177,7 @@ def test_ctrl_c_on_the_driver_cancels_the_tasks_and_leaves_no_running_run(cluste
     assert runs and "RUNNING" not in {r.info.status for r in runs}
 
 
+@pytest.mark.slow
 def test_a_node_killed_mid_stage_and_the_run_completes_on_another(cluster, reference, tmp_path):
     """The node running the only seed dies (its raylet and worker SIGKILLed): Ray runs the task again on the
     other node, the stage is recorded once, its MLflow run once, and the checkpoint is a local run's."""
@@ -191,6 +205,7 @@ def test_a_node_killed_mid_stage_and_the_run_completes_on_another(cluster, refer
     assert yaml.safe_load((repo / "dvc.lock").read_text())["stages"]["train@vanilla-0"]["outs"][0]["md5"] == lock
 
 
+@pytest.mark.slow
 def test_a_node_without_the_projects_venv_is_one_line_naming_it(reference, tmp_path):
     """A node whose Ray was started from a Python with Ray alone (no torch): the stage fails in one line that
     names the node and the fix, and its MLflow run is FAILED, not RUNNING."""

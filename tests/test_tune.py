@@ -3,16 +3,31 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 
+import mlflow
 import optuna
 import pytest
 import torch
 import yaml
-from helpers import ROOT, make_project, postgres, run, shrunk_params, shrunk_search, synthetic_images, write_idx_folder
+from helpers import (
+    ROOT,
+    RayCluster,
+    free_port,
+    make_project,
+    postgres,
+    run,
+    shrunk_params,
+    shrunk_search,
+    start_mlflow_server,
+    stop_server,
+    synthetic_images,
+    write_idx_folder,
+)
 
 from pipeline.budget import expected_max, expected_max_band, ranking_changes
 from pipeline.params import ParamsError, load_params
@@ -298,3 +313,41 @@ def test_the_tune_pipeline_runs_in_dvc_and_one_variants_space_reruns_that_varian
     ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
     expected = ["check", "evaluate@dropout", "report", "train@dropout-0", "train@dropout-1", "tune@dropout"]
     assert [s for s in ran if s != "tune_report"] == expected, out
+
+
+@pytest.mark.slow
+def test_a_shared_search_runs_its_workers_on_a_ray_cluster(tmp_path, hard_split, database):
+    """RAY_ADDRESS and a PostgreSQL storage: the stage runs one worker per cluster CPU, each a task on a node
+    joining the one search; every budgeted trial runs once, and each is a child run on the team's MLflow
+    server. A store the nodes cannot reach (a local file) is one line before the search is created."""
+    tune_setup(tmp_path, hard_split, epochs=2, trials=4)
+    nodes = RayCluster()
+    port = free_port()
+    server = start_mlflow_server(tmp_path, port)
+    try:
+        env = {**tune_env(tmp_path), "RAY_ADDRESS": nodes.address}
+        cmd = tune_cmd(tmp_path, hard_split, variant="vanilla", out="stage", storage=database)
+        refused = run(cmd, tmp_path, env, check=False)
+        assert refused.returncode == 2 and refused.stderr.startswith(
+            f"error: the trials' MLflow runs would go to sqlite:///{tmp_path / 'mlflow.db'}, a file the cluster's "
+            "nodes cannot reach: set MLFLOW_TRACKING_URI to the team's server (docs/team.md)"
+        ), refused.stderr
+        assert not [s for s in optuna.get_all_study_summaries(database) if s.study_name.startswith("vanilla-")]
+        env.update(MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}", MLFLOW_EXPERIMENT_NAME="lenet5-tuned")
+        out = run(cmd, tmp_path, env).stdout
+        client = mlflow.MlflowClient(f"http://127.0.0.1:{port}")
+        experiment = client.get_experiment_by_name("lenet5-tuned")
+        (parent,) = client.search_runs([experiment.experiment_id], "attributes.run_name = 'tune@vanilla'")
+        children = client.search_runs([experiment.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    finally:
+        stop_server(server)
+        nodes.stop()
+    assert "tune vanilla: 2 worker(s) on the cluster" in out, out
+    ran = re.findall(r"tune vanilla: (\d+) trial\(s\) on node \S+ \((127\.0\.0\.[34])\)", out)
+    assert sum(int(n) for n, _ in ran) == 4, out
+    trials = _trials(database, "vanilla")
+    assert sorted(t.number for t in trials) == list(range(4)) and {t.state.name for t in trials} == {"COMPLETE"}
+    rows = (tmp_path / "stage/trials/vanilla.csv").read_text().splitlines()[1:]
+    assert len(rows) == 4
+    assert sorted(r.data.tags["trial"] for r in children) == ["0", "1", "2", "3"]
+    assert all(r.data.params and "val_acc" in r.data.metrics for r in children)

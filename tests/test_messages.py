@@ -1,0 +1,61 @@
+"""What the user is told is what happened: a bad `-S` value is refused by scripts/repro.py before DVC runs
+anything (issue 32): one line naming the key, the params file as it was, nothing removed."""
+
+import sys
+
+import pytest
+from helpers import make_project, run, shrunk_params, write_idx_folder
+
+SAID = "(the -S values were not applied: the params files are as they were); nothing ran"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("messages")
+    write_idx_folder(tmp / "mirror")
+    return make_project(tmp, shrunk_params(tmp / "mirror"))
+
+
+@pytest.mark.parametrize(
+    "setting, line",
+    [
+        ("train.seeds=[0,0]", "train.seeds must list each value once; 0 appears 2 times in [0, 0]"),
+        ("train.seeds=[]", "train.seeds must not be empty, got []"),
+        ("train.seeds=[-1]", "train.seeds[0] must be >= 0, got -1"),
+        ("train.seeds=[0.5]", "train.seeds[0] must be an integer, got 0.5"),
+        (
+            "train.seeds=[99999999999999999999]",
+            "train.seeds[0] must be <= 9223372036854775807, got 99999999999999999999",
+        ),
+        ("train.lr=abc", "train.lr must be a number, got 'abc'"),
+        ("model.dropot=0.5", "Could not override 'model.dropot'. To append to your config use +model.dropot=0.5"),
+    ],
+)
+def test_a_bad_set_param_is_one_line_and_changes_nothing(project, setting, line):
+    repo, env = project
+    before = (repo / "params.yaml").read_bytes()
+    result = run([sys.executable, "scripts/repro.py", "--exp", "-S", setting], repo, env, check=False)
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", f"error: {line} {SAID}\n")
+    assert (repo / "params.yaml").read_bytes() == before
+    assert run(["git", "status", "--porcelain"], repo, env).stdout == ""  # no dvc.lock, no output, no exp
+
+
+def test_a_params_file_dvc_cannot_read_is_one_line_naming_it(project):
+    repo, env = project
+    before = (repo / "params.yaml").read_text()
+    try:
+        for text, line in (
+            ("", "params.yaml must be a mapping of sections (data, train, variants, ...); it is empty"),
+            ("- 1\n", "params.yaml must be a mapping of sections (data, train, variants, ...); got a list"),
+            ("train:\n\tlr: 0.1\n", "params.yaml is not valid YAML"),
+            ("train: {lr: 0.1}\ntrain: {lr: 0.2}\n", "params.yaml is not valid YAML"),
+        ):
+            (repo / "params.yaml").write_text(text)
+            result = run([sys.executable, "scripts/repro.py"], repo, env, check=False)
+            assert result.returncode == 1 and result.stderr.startswith(f"error: {line}"), result.stderr
+            assert result.stderr.count("\n") == 1 and result.stderr.endswith("; nothing ran\n")
+        (repo / "params.yaml").unlink()
+        result = run([sys.executable, "scripts/repro.py"], repo, env, check=False)
+        assert result.stderr.startswith("error: params file ") and "params.yaml not found; nothing ran" in result.stderr
+    finally:
+        (repo / "params.yaml").write_text(before)
