@@ -25,6 +25,7 @@ import os
 import pickle
 import shutil
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -72,6 +73,8 @@ def connect(address):
     if ray.is_initialized():
         return ray
     check_reachable(address)
+    # One task's failure is our one line; Ray would also log the other tasks' errors it was never asked for
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # The code a node runs: this package as it is now (uncommitted edits too), as the job's working_dir. Not
     # py_modules: without a working_dir Ray also puts the driver's working folder on the workers' sys.path,
     # and a node on the driver's machine would import the driver's copy. Uploaded once per content hash.
@@ -146,7 +149,10 @@ def run_on_nodes(function, calls, threads, name, env=None):
     options = {"num_cpus": threads, "num_gpus": gpus_per_task(), "max_retries": RETRIES, "name": name}
     if env:
         options["runtime_env"] = {"env_vars": env}  # merged with the job's (its working_dir stays)
-    target = f"{function.__module__}:{function.__qualname__}"
+    module = function.__module__
+    if module == "__main__":  # a stage run as `python -m pipeline.tune`: the node imports it by its real name
+        module = sys.modules["__main__"].__spec__.name
+    target = f"{module}:{function.__qualname__}"
     refs = [ray.remote(_on_node).options(**options).remote(target, pickle.dumps(args, protocol=5)) for args in calls]
     try:
         return ray.get(refs)
@@ -158,8 +164,8 @@ def run_on_nodes(function, calls, threads, name, env=None):
         cause = e.cause if isinstance(e.cause, BaseException) else e
         if isinstance(cause, PipelineError):  # our own one line: a diverged loss, a node without the venv
             raise PipelineError(first_line(cause, limit=400)) from None
-        node = getattr(e, "ip", None) or "a node"
-        raise PipelineError(f"{name} failed on node {node}: {type(cause).__name__}: {first_line(cause)}") from None
+        where = f"node {e.ip}" if getattr(e, "ip", None) else "a node"
+        raise PipelineError(f"{name} failed on {where}: {type(cause).__name__}: {first_line(cause)}") from None
     except ray.exceptions.RuntimeEnvSetupError as e:
         raise PipelineError(f"a node could not set up the code it was sent ({first_line(e)}); {VENV_FIX}") from None
     except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError, ray.exceptions.RaySystemError) as e:

@@ -201,21 +201,24 @@ def run_trial(trial, base, space, splits, search, params, parent_id):
 
 
 def work(study, base, space, splits, search, params, heartbeat):
-    """Run queued trials until none is left and no other worker's trial is running; `splits`: load_splits'."""
+    """Run queued trials until none is left and no other worker's trial is running; `splits`: load_splits'.
+    Return how many trials this worker ran."""
     import optuna
     from optuna.trial import TrialState
 
     parent_id = study.user_attrs.get(PARENT)
     retry = optuna.storages.RetryHeartbeatStaleTrialCallback()
+    ran = 0
     while True:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
         trial_id = study._pop_waiting_trial_id()  # ask() would make a new trial once the queue is empty
         if trial_id is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                return
+                return ran
             time.sleep(heartbeat)  # another worker's trial: wait for it, or for its heartbeat to stop
             continue
         trial = optuna.Trial(study, trial_id)
+        ran += 1
         start = time.perf_counter()
         try:
             with Heartbeat(study._storage, trial_id, heartbeat):
@@ -236,9 +239,7 @@ def node_worker(url, name, search, base, space, splits, params, heartbeat):
     shared storage, work until the queue is empty; return how many trials this worker ran."""
     quiet_optuna()
     study, _ = open_search(url, name, search, None, heartbeat, params, base.variant)
-    before = set(t.number for t in study.get_trials(deepcopy=False))
-    work(study, base, space, splits, search, params, heartbeat)
-    return len({t.number for t in study.get_trials(deepcopy=False)} - before)
+    return work(study, base, space, splits, search, params, heartbeat)
 
 
 def quiet_optuna():
@@ -252,10 +253,9 @@ def quiet_optuna():
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 
 
-def work_on_cluster(url, name, search, base, space, splits, params, heartbeat):
-    """The search's workers as tasks on the cluster's nodes, as many as its CPUs allow (over train.threads),
-    each joining the shared storage at `url`; their trials' MLflow runs go to the driver's store, which must
-    then be a server the nodes reach."""
+def check_store_for_nodes(params):
+    """Trials on the cluster's nodes log to the driver's MLflow store: one line, before the search is created,
+    when that store is a local file they cannot reach."""
     from pipeline.mlflow_store import store_path, tracking_uri
 
     uri = tracking_uri()
@@ -264,6 +264,12 @@ def work_on_cluster(url, name, search, base, space, splits, params, heartbeat):
             f"the trials' MLflow runs would go to {uri}, a file the cluster's nodes cannot reach: set "
             "MLFLOW_TRACKING_URI to the team's server (docs/team.md) or tracking.enabled: false"
         )
+
+
+def work_on_cluster(url, name, search, base, space, splits, params, heartbeat):
+    """The search's workers as tasks on the cluster's nodes, as many as its CPUs allow (over train.threads),
+    each joining the shared storage at `url`; their trials' MLflow runs go to the driver's store, which must
+    then be a server the nodes reach."""
     threads = base.train.threads
     count = max(1, cluster.cpus() // threads)
     env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}  # the store, its login, the experiment
@@ -365,7 +371,8 @@ def main():
     name = study_name(base, space, search, args.split)
     quiet_optuna()
     shared = not url.startswith("sqlite:")  # a database server, which other machines' workers can join
-    if cluster.address() and shared:  # an unreachable cluster is one line before the search is created
+    if cluster.address() and shared:  # an unreachable cluster or store is one line before the search is created
+        check_store_for_nodes(params)
         cluster.connect(cluster.address())
     study, created = open_search(url, name, search, base_values(base, space), args.heartbeat, params, args.variant)
     print(f"tune {args.variant}: {'created' if created else 'joined'} Optuna study {name}", flush=True)

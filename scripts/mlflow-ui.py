@@ -1,7 +1,7 @@
 """`mlflow ui` on the project's store, and the page to open: each experiment's training runs, with the accuracies.
 
-    python scripts/mlflow-ui.py            # http://127.0.0.1:5000; `make ui`
-    python scripts/mlflow-ui.py --port 5001
+    python scripts/mlflow-ui.py            # http://127.0.0.1:5000, or a free port when 5000 is taken; `make ui`
+    python scripts/mlflow-ui.py --port 5001   # that port, or one line if it is taken; `make ui PORT=5001`
 
 `mlflow ui` alone opens an experiment on its GenAI "Overview" and shows no metric
 column (pipeline/mlflow_store.py, EXPERIMENT_TAGS, says why). The links printed here
@@ -11,7 +11,9 @@ workflow switch set to "Machine learning" once makes the browser remember it.
 """
 
 import argparse
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -24,11 +26,28 @@ from pipeline.params import load_params  # noqa: E402
 PROFILES = ("params.yaml", "study/params.yaml", "sweep/params.yaml")
 
 
+def free_port(host, asked):
+    """`asked` if it is free (one line and exit if not), else 5000 if free, else a port the system picks: the
+    UI's server must not find its port taken after this printed a link (it would point at another server)."""
+    for port in [asked] if asked else [5000, 0]:
+        with socket.socket() as probe:
+            try:
+                probe.bind((host, port))
+                return probe.getsockname()[1]
+            except OSError as e:
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                if asked:
+                    sys.exit(f"error: port {asked} on {host} is taken (another server?): choose another, --port N")
+    raise AssertionError("unreachable: port 0 is always free")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=5000, help="the port (default: 5000)")
+    parser.add_argument("--port", type=int, help="the port (default: 5000, or a free one when 5000 is taken)")
     args = parser.parse_args()
+    args.port = free_port(args.host, args.port)
     root = Path(__file__).resolve().parents[1]
     os.chdir(root)
     uri = mlflow_store.tracking_uri()

@@ -103,6 +103,25 @@ def checked_params(project):
     return load_params(path)
 
 
+def prune_lock(project):
+    """Drop the dvc.lock entries of stages the project no longer has (a variant or seed taken out of params.yaml,
+    a stage renamed): DVC keeps them, and what reads dvc.lock (a failed stage's restore advice, `dvc status`)
+    would reason from them. The other entries stay byte for byte. Returns the names dropped."""
+    from dvc.repo import Repo
+
+    lock = project / "dvc.lock"
+    if not lock.is_file():
+        return []
+    with Repo(str(project)) as repo:
+        names = {stage.name for stage in repo.index.stages}
+    head, marker, body = lock.read_text().partition("\nstages:\n")
+    blocks = re.split(r"(?m)^(?=  \S)", body)  # one block per stage: its name at two spaces' indent
+    stale = [b for b in blocks if b.strip() and b.split(":", 1)[0].strip().strip("'\"") not in names]
+    if marker and stale:
+        lock.write_text(head + marker + "".join(b for b in blocks if b not in stale))
+    return [b.split(":", 1)[0].strip() for b in stale]
+
+
 def workers(project, cluster_cpus=None):
     """PIPELINE_WORKERS, else the cores this process may use (or `cluster_cpus`, a Ray cluster's) divided by
     the largest train.threads."""
@@ -246,6 +265,9 @@ def main():
         parser.error("-S and -n make an experiment: add --exp (or use `dvc exp run`)")
     pull = ["--pull"] if args.pull else []
     validate_first(project, args.set_param)
+    pruned = prune_lock(project)
+    if pruned:
+        print(f"dvc.lock: dropped {len(pruned)} entry(ies) of stages that no longer exist: {', '.join(pruned)}")
     try:
         for members, upstream in stage_groups(project):
             if upstream and dvc("repro", *pull, *upstream, cwd=project):

@@ -1,10 +1,12 @@
 """What the user is told is what happened: a bad `-S` value is refused by scripts/repro.py before DVC runs
 anything (issue 32): one line naming the key, the params file as it was, nothing removed."""
 
+import socket
+import subprocess
 import sys
 
 import pytest
-from helpers import make_project, run, shrunk_params, write_idx_folder
+from helpers import ROOT, make_project, run, shrunk_params, write_idx_folder
 
 SAID = "(the -S values were not applied: the params files are as they were); nothing ran"
 
@@ -59,3 +61,38 @@ def test_a_params_file_dvc_cannot_read_is_one_line_naming_it(project):
         assert result.stderr.startswith("error: params file ") and "params.yaml not found; nothing ran" in result.stderr
     finally:
         (repo / "params.yaml").write_text(before)
+
+
+def test_make_ui_on_a_taken_port_is_one_line_and_no_link():
+    """`make ui PORT=N` where another server listens: one line, not a link to the other server and a UI that
+    logs `address already in use` and never exits (issue 31)."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "scripts/mlflow-ui.py", "--port", str(port)], cwd=ROOT, capture_output=True, text=True,
+            timeout=60,
+        )  # fmt: skip
+    assert (result.returncode, result.stdout) == (1, "")
+    assert result.stderr == f"error: port {port} on 127.0.0.1 is taken (another server?): choose another, --port N\n"
+
+
+def test_lock_entries_of_stages_that_no_longer_exist_are_dropped_and_the_rest_kept_byte_for_byte(project):
+    """A seed taken out of train.seeds leaves its train stage's entry in dvc.lock (DVC keeps it); a failed
+    stage's restore advice read such entries as outputs that existed (issue 32). scripts/repro.py drops them."""
+    from scripts.repro import prune_lock
+
+    repo, env = project
+    run(["dvc", "repro", "check"], repo, env)
+    lock = repo / "dvc.lock"
+    kept = lock.read_text()
+    stale = "  train@vanilla-9:\n    cmd: python -m pipeline.train --seed 9\n    outs:\n    - path: data/models/x.pt\n"
+    lock.write_text(kept + stale)
+    try:
+        assert prune_lock(repo) == ["train@vanilla-9"]
+        assert lock.read_text() == kept
+        assert prune_lock(repo) == []
+    finally:
+        run(["git", "checkout", "--", "."], repo, env)
+        run(["git", "clean", "-fdq"], repo, env)
