@@ -23,10 +23,14 @@ from pipeline.optim import PER_BATCH, make_optimizer, make_scheduler
 from pipeline.runtime import setup_torch
 
 # A run is diverged, not a result, when its training loss is not finite or above EXPLODED (cross-entropy
-# starts at ln(classes) ~ 2.3 and a run that learns stays below it; lr 1000 reached 1e28), or when its
-# validation accuracy never rose more than CHANCE_MARGIN above chance in AT_CHANCE_AFTER epochs or more.
+# starts at ln(classes) ~ 2.3 and a run that learns stays below it; lr 1000 reached 1e28), or when, over
+# AT_CHANCE_AFTER epochs or more, its validation accuracy never rose more than CHANCE_MARGIN above chance
+# while its training loss stayed above ln(classes) + LOSS_MARGIN, worse than a uniform guess: it learned
+# nothing. (Accuracy at chance alone is not enough: a few epochs on hard data can stay there while the
+# loss falls.)
 EXPLODED = 1e3
 CHANCE_MARGIN = 0.02
+LOSS_MARGIN = 0.1  # nats: a run that barely moves (a tiny lr) keeps its initial ~ln(classes) and is a result
 AT_CHANCE_AFTER = 3
 
 
@@ -121,10 +125,16 @@ def fit(prepared, train_params, name="model", on_epoch=lambda record: None):
             break
     classes = int(prepared.train_xy[1].max()) + 1
     best_acc = max(record["val_acc"] for record in history)
-    if len(history) >= AT_CHANCE_AFTER and best_acc <= 1 / classes + CHANCE_MARGIN:
+    best_train_loss = min(record["train_loss"] for record in history)
+    if (
+        len(history) >= AT_CHANCE_AFTER
+        and best_acc <= 1 / classes + CHANCE_MARGIN
+        and best_train_loss > math.log(classes) + LOSS_MARGIN  # worse than a uniform guess, in every epoch
+    ):
         raise PipelineError(
             f"{name}: the run learned nothing: validation accuracy stayed at chance (at best {best_acc:.3f} with "
-            f"{classes} classes) for {len(history)} epochs; lower train.lr (now {train_params.lr})"
+            f"{classes} classes) and the training loss above a uniform guess's (at best {best_train_loss:.3g}, "
+            f"a guess {math.log(classes):.3g}) for {len(history)} epochs; lower train.lr (now {train_params.lr})"
         )
     return best_state, best_epoch, history
 

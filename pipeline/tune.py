@@ -408,10 +408,10 @@ def main():
         write_json(f"{args.trials}.json", result)
     if args.out_config:
         write_json(args.out_config, tuned.model_dump())
+    shared = "failed" if result["shared_val_acc"] is None else f"{result['shared_val_acc']:.4f}"
     print(
         f"tune {args.variant}: best trial {result['best_trial']} val acc {result['best_val_acc']:.4f} "
-        f"(shared setting {result['shared_val_acc']:.4f}); {result['pruned']} pruned; "
-        f"{time.perf_counter() - start:.0f} s",
+        f"(shared setting {shared}); {result['pruned']} pruned; {time.perf_counter() - start:.0f} s",
         flush=True,
     )
 

@@ -183,7 +183,7 @@ def test_a_node_killed_mid_stage_and_the_run_completes_on_another(cluster, refer
     other node, the stage is recorded once, its MLflow run once, and the checkpoint is a local run's."""
     repo = clone(reference, tmp_path)
     env = {k: v for k, v in reference[1].items() if k != "PIPELINE_WORKERS"}
-    long_training(repo, env, epochs=40)
+    long_training(repo, env, epochs=25)
     log = tmp_path / "repro.log"
     driver = start_repro(repo, {**env, "RAY_ADDRESS": cluster.address}, log)
     (victim,) = wait_for_work(cluster, driver, log)
