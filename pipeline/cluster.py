@@ -153,7 +153,13 @@ def run_on_nodes(function, calls, threads, name, env=None):
     if module == "__main__":  # a stage run as `python -m pipeline.tune`: the node imports it by its real name
         module = sys.modules["__main__"].__spec__.name
     target = f"{module}:{function.__qualname__}"
-    refs = [ray.remote(_on_node).options(**options).remote(target, pickle.dumps(args, protocol=5)) for args in calls]
+    # each distinct argument tuple pickled and put in the object store once (a search's workers share one:
+    # the split is 47 MB), then handed to as many tasks as use it
+    payloads = {}
+    for args in calls:
+        if id(args) not in payloads:
+            payloads[id(args)] = ray.put(pickle.dumps(args, protocol=5))
+    refs = [ray.remote(_on_node).options(**options).remote(target, payloads[id(args)]) for args in calls]
     try:
         return ray.get(refs)
     except KeyboardInterrupt:  # the driver's Ctrl-C or SIGTERM (errors.Terminated): stop the nodes' work too
