@@ -4,7 +4,7 @@ VENV := .venv
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup data run study sweep tune decide push test test-fast exps ui
+.PHONY: setup data run study study-wide sweep tune decide push test test-fast exps ui
 
 setup: $(VENV)/.installed
 
@@ -27,11 +27,18 @@ run: setup data
 	@sed -n '/^## Verdicts/,/^## Figures/p' report.md | grep -v '^## Figures'
 
 # The small-CNN study (docs/study.md): a DVC project of its own in study/, on the main split.
-# About an hour on 2 cores (62 min measured), so never part of `make run`.
+# Its 21 rows take about five hours on 2 cores (docs/study.md), so never part of `make run`.
 study: setup data
 	dvc repro $(PULL) split
 	python scripts/repro.py --cd study $(PULL)
 	@sed -n '/^## Verdicts/,/^## Figures/p' study/report.md | grep -v '^## Figures'
+
+# The study's wide rows (4 conv blocks from 64, 128, 512 channels; docs/study.md): a DVC project of its
+# own in study/wide/, out of reach of 2 cores. Run it with RAY_ADDRESS set (a Ray cluster) or on a GPU.
+study-wide: setup data
+	dvc repro $(PULL) split
+	python scripts/repro.py --cd study/wide $(PULL)
+	@sed -n '/^## Verdicts/,/^## Figures/p' study/wide/report.md | grep -v '^## Figures'
 
 # The seed's sweep (docs/sweep.md): LeNet-5, activation x batch norm x dropout, 3 seeds per cell;
 # a DVC project of its own in sweep/, on the main split. About half an hour on 2 cores.
@@ -60,7 +67,7 @@ decide: setup data
 # (a checkpoint in <project>/data/models; git keeps only a .gitignore there), to the same remote.
 push: setup
 	python scripts/push_run_cache.py
-	@for p in study sweep; do if [ -n "$$(find $$p/data/models -name '*.pt' 2>/dev/null | head -n 1)" ]; then python scripts/push_run_cache.py --project $$p; fi; done
+	@for p in study study/wide sweep; do if [ -n "$$(find $$p/data/models -name '*.pt' 2>/dev/null | head -n 1)" ]; then python scripts/push_run_cache.py --project $$p; fi; done
 
 test: setup data
 	@scripts/ensure-test-services.sh

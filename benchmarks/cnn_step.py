@@ -49,20 +49,24 @@ MODELS = {
 }
 
 
-def step_ms(model, steps):
+def step_ms(model, steps, optimizer=None, batch=256, warmup=2, budget_s=float("inf")):
+    """Median ms of one training step (SGD with momentum unless `optimizer`) after `warmup` steps; at least two
+    timed steps, and no more once `budget_s` seconds have passed."""
     model = model.to(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x = torch.randn(256, 1, 32, 32).contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (256,))
-    times = []
-    for _ in range(steps + 2):
+    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x = torch.randn(batch, 1, 32, 32).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (batch,))
+    times, started = [], time.perf_counter()
+    for _ in range(steps + warmup):
         start = time.perf_counter()
         loss = F.cross_entropy(model(x), y)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         times.append(time.perf_counter() - start)
-    return 1000 * statistics.median(times[2:])
+        if len(times) >= warmup + 2 and time.perf_counter() - started > budget_s:
+            break
+    return 1000 * statistics.median(times[warmup:])
 
 
 def main():

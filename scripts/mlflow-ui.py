@@ -23,7 +23,7 @@ from pipeline import mlflow_store  # noqa: E402
 from pipeline.params import load_params  # noqa: E402
 
 # the experiments of this repository's pipelines that exist in the store, main first
-PROFILES = ("params.yaml", "study/params.yaml", "sweep/params.yaml")
+PROFILES = ("params.yaml", "study/params.yaml", "study/wide/params.yaml", "sweep/params.yaml")
 
 
 def free_port(host, asked):

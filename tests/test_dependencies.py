@@ -55,13 +55,14 @@ def closure(module):
 
 def stage_definitions():
     """Every pipeline's: dvc.yaml, the small-CNN study's study/dvc.yaml and the tune pipeline's tune/dvc.yaml."""
-    for dvcfile in ("dvc.yaml", "study/dvc.yaml", "sweep/dvc.yaml", "tune/dvc.yaml"):
+    for dvcfile in ("dvc.yaml", "study/dvc.yaml", "study/wide/dvc.yaml", "sweep/dvc.yaml", "tune/dvc.yaml"):
         stages = yaml.safe_load((ROOT / dvcfile).read_text())["stages"]
         for name, stage in stages.items():
             body = stage.get("do", stage)
             module = re.search(r"python -m (pipeline\.\w+)", body["cmd"])[1]
             # the study and tune (DVC projects of their own) name the main project's code from there: ../pipeline/
-            deps = {str(d).removeprefix("../") for d in body["deps"] if "pipeline/" in str(d)}
+            up = "../" * dvcfile.count("/")
+            deps = {str(d).removeprefix(up) for d in body["deps"] if "pipeline/" in str(d)}
             yield f"{dvcfile}:{name}", module, deps
 
 
@@ -86,21 +87,21 @@ def test_the_closure_finds_what_is_there():
     assert "pipeline.pool" in closure("pipeline.train")
 
 
-def own_and_base(main_params):
+def own_and_base(main_params, up="../"):
     """A main stage's params deps as a second pipeline lists them: each key from the file that holds it
     (pipeline/params.py: OWN_KEYS), the whole of both files where the main stage reads the whole file."""
     own, base = [], []
     for entry in main_params:
         if isinstance(entry, dict):  # `params.yaml:`: all of it
-            return [{"params.yaml": None}, {"../params.yaml": None}]
+            return [{"params.yaml": None}, {f"{up}params.yaml": None}]
         section, _, key = entry.partition(".")
         mine = section in OWN_KEYS and (OWN_KEYS[section] is None or key in OWN_KEYS[section])
         own += [entry] if mine else [f"{section}.{k}" for k in OWN_KEYS.get(section) or [] if not key]
         base += [] if mine else [entry]
-    return [{"params.yaml": own}, {"../params.yaml": base}]
+    return [{"params.yaml": own}, {f"{up}params.yaml": base}]
 
 
-@pytest.mark.parametrize("project", ["study", "sweep"])
+@pytest.mark.parametrize("project", ["study", "study/wide", "sweep"])
 def test_a_second_pipeline_runs_the_main_pipelines_stages(project):
     """study/dvc.yaml and sweep/dvc.yaml repeat the main train, evaluate and report stages (DVC has no
     include): the same commands, deps and outputs, run from their folder (a DVC project of its own) with the
@@ -108,16 +109,17 @@ def test_a_second_pipeline_runs_the_main_pipelines_stages(project):
     from the file that holds it."""
     main = yaml.safe_load((ROOT / "dvc.yaml").read_text())
     sub = yaml.safe_load((ROOT / project / "dvc.yaml").read_text())
+    up = "../" * (project.count("/") + 1)  # study/wide/ is one level deeper
     assert set(sub["vars"][0]["paths"]) <= set(main["vars"][0]["paths"])  # the same names, other places
-    assert sub["vars"][0]["paths"]["split"] == "../" + main["vars"][0]["paths"]["split"]
+    assert sub["vars"][0]["paths"]["split"] == up + main["vars"][0]["paths"]["split"]
     for name in ("check", "train", "evaluate", "report"):
         ours, theirs = main["stages"][name], sub["stages"][name]
         ours, theirs = ours.get("do", ours), theirs.get("do", theirs)
-        assert theirs["cmd"] == "PYTHONPATH=.. " + ours["cmd"], name
-        relative = [f"../{d}" if str(d).startswith("pipeline/") else d for d in ours["deps"]]
+        assert theirs["cmd"] == f"PYTHONPATH={up.rstrip('/')} " + ours["cmd"], name
+        relative = [f"{up}{d}" if str(d).startswith("pipeline/") else d for d in ours["deps"]]
         assert theirs["deps"] == [d for d in relative if not str(d).startswith("${paths.raw}")], name
         if "params" in ours:
-            assert theirs["params"] == own_and_base(ours["params"]), name
+            assert theirs["params"] == own_and_base(ours["params"], up), name
         for kind in ("outs", "metrics", "plots"):
             assert theirs.get(kind) == ours.get(kind), (name, kind)
         assert "wdir" not in theirs

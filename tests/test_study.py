@@ -8,23 +8,119 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import ROOT, make_project, run, shrunk_params, write_idx_folder
+from helpers import ROOT, make_project, run, shrunk_params, synthetic_images, write_idx_folder
 
 from pipeline.compare import exp_show, flat_rows, rank
+from pipeline.fitting import fit_seed
 from pipeline.models import build_model, count_parameters
 from pipeline.params import load_params
 
 STUDY = load_params(ROOT / "study/params.yaml")
 
 
+# Hand counts (conv k x k: in*out*k*k + out; batch norm: 2 per channel; the classifier: features*10 + 10)
+CNN4_HAND_COUNT = 391370  # tests/test_models.py
+CNN4_K1_HAND_COUNT = (  # 4 conv blocks of 1x1 from 32 channels: 28 -> 14 -> 7 -> 3 -> 1
+    (1 * 32 + 32 + 64) + (32 * 64 + 64 + 128) + (64 * 128 + 128 + 256) + (128 * 256 + 256 + 512) + (256 * 10 + 10)
+)
+RESIDUAL_256 = 2 * (256 * 256 * 9 + 256 + 2 * 256)  # two 3x3 convs at 256 channels, each with batch norm
+CNN4_NOBN_HAND_COUNT = CNN4_HAND_COUNT - 2 * (32 + 64 + 128 + 256)
+
+# What each row changes against cnn4 (the study's reference row): one thing, or the seeds' recipe.
+ROWS = {
+    "cnn4_res": {"cnn.residual": True},
+    "cnn4_k1": {"cnn.kernel": 1},
+    "cnn4_k5": {"cnn.kernel": 5},
+    "cnn4_nobn": {"batchnorm": False},
+    "cnn4_drop0": {"dropout": False},
+    "cnn4_drop05": {"model.dropout": 0.5},
+    "cnn4_lr05": {"train.lr": 0.05},
+    "cnn4_lr01": {"train.lr": 0.01},
+    "cnn4_lr005": {"train.lr": 0.005},
+    "cnn4_adam_step": {"weight_decay": False, "train.optimizer": "adam", "train.lr": 0.001, "train.scheduler": "step"},
+    "cnn4_adam_exp": {
+        "weight_decay": False,
+        "train.optimizer": "adam",
+        "train.lr": 0.001,
+        "train.scheduler": "exponential",
+        "train.scheduler_factor": 0.9,
+    },
+    "cnn4_noaug": {"train.shift": 0},
+    "cnn4_flip": {"train.hflip": True},
+    "cnn4_erase": {"train.erase": 0.5},
+    "cnn4_flip_only": {"train.shift": 0, "train.hflip": True},
+    "cnn4_erase_only": {"train.shift": 0, "train.erase": 0.5},
+    "cnn4_flip_erase": {"train.shift": 0, "train.hflip": True, "train.erase": 0.5},
+    "cnn4_all": {"train.hflip": True, "train.erase": 0.5},
+}
+
+
+def flat_config(name):
+    """A row's run config as {key: value}, the keys as in ROWS."""
+    config = STUDY.run_config(name)
+    flat = {k: v for k, v in config.architecture.model_dump().items() if k != "cnn"}
+    shape = config.architecture.cnn.model_dump() if config.architecture.cnn else {}
+    flat |= {f"cnn.{k}": v for k, v in shape.items()}
+    flat |= {f"model.{k}": v for k, v in config.model.model_dump().items()}
+    return flat | {f"train.{k}": v for k, v in config.train.model_dump().items()}
+
+
 def test_the_study_profile_holds_the_studys_rows():
-    """2 and 4 conv blocks of 3x3 from 32 channels, batch norm and dropout; flip and erasing rows."""
+    """2 and 4 conv blocks of 3x3 from 32 channels, batch norm and dropout 0.2; every other row is cnn4 with
+    the one change it names (or the seeds' Adam recipe), and the eight augmentation settings are all there."""
+    base = flat_config("cnn4")
+    for name, change in ROWS.items():
+        differs = {k: v for k, v in flat_config(name).items() if base[k] != v}
+        for switch in ("dropout", "weight_decay"):  # a switch off: its model value is not read
+            if change.get(switch) is False:
+                change = {**change, f"model.{switch}": None}
+        assert differs == change, name
+    assert set(STUDY.variants) == {"cnn4", "cnn2", "cnn2_res", *ROWS}
+    four = [STUDY.train_for(n) for n in STUDY.variants if n.startswith("cnn4")]
+    augmentations = {(t.hflip, t.erase > 0, t.shift > 0) for t in four}
+    assert len(augmentations) == 8
+    two = {k: v for k, v in flat_config("cnn2_res").items() if flat_config("cnn2")[k] != v}
+    assert two == {"cnn.residual": True}  # against cnn2, with its 60 epochs
     sizes = {name: count_parameters(build_model(v, STUDY.run_config(name).model)) for name, v in STUDY.variants.items()}
-    assert sizes["cnn2"] == 50378 and sizes["cnn4"] == sizes["cnn4_flip"] == sizes["cnn4_erase"] == 391370
-    assert all(v.arch == "cnn" and v.batchnorm and v.dropout for v in STUDY.variants.values())
-    assert STUDY.train_for("cnn4_flip").hflip and not STUDY.train_for("cnn4").hflip
-    assert STUDY.train_for("cnn4_erase").erase > 0 and STUDY.train_for("cnn4").erase == 0
-    assert STUDY.report.baseline == "cnn4" and {STUDY.run_config(v).model.dropout for v in STUDY.variants} == {0.2}
+    assert sizes["cnn2"] == 50378 and sizes["cnn4"] == sizes["cnn4_flip"] == sizes["cnn4_adam_step"] == CNN4_HAND_COUNT
+    assert sizes["cnn4_k1"] == CNN4_K1_HAND_COUNT == 47050
+    assert sizes["cnn4_res"] == CNN4_HAND_COUNT + RESIDUAL_256 and sizes["cnn4_nobn"] == CNN4_NOBN_HAND_COUNT
+    assert STUDY.report.baseline == "cnn4"
+
+
+WIDE = load_params(ROOT / "study/wide/params.yaml")
+
+
+def test_the_wide_rows_are_cnn4_wider():
+    """study/wide/: cnn4 and the 64-, 128- and 512-channel rows, each cnn4 with its width changed."""
+    assert WIDE.run_config("cnn4") == STUDY.run_config("cnn4")
+    assert WIDE.report.baseline == "cnn4" and WIDE.train.seeds == STUDY.train.seeds
+    for width in (64, 128, 512):
+        name = f"cnn4_w{width}"
+        assert WIDE.run_config(name).architecture.cnn.width == width
+        assert WIDE.run_config(name).model_dump(exclude={"variant", "architecture"}) == STUDY.run_config(
+            "cnn4"
+        ).model_dump(exclude={"variant", "architecture"})
+    # 4 blocks from 64 channels: 64-128-256-512, 1.5M parameters
+    w64 = (9 * 64 + 64 + 128) + (64 * 128 * 9 + 128 + 256) + (128 * 256 * 9 + 256 + 512) + (256 * 512 * 9 + 512 + 1024)
+    assert count_parameters(build_model(WIDE.variants["cnn4_w64"], WIDE.run_config("cnn4_w64").model)) == w64 + 5130
+
+
+@pytest.mark.parametrize("row", ["cnn2_res", "cnn4_k1", "cnn4_adam_step", "cnn4_flip_erase"])
+def test_a_study_row_builds_trains_and_scores(row):
+    """A residual row, a kernel-1 row, the seeds' Adam-with-step row and an augmentation pair, each with its
+    real shape, three epochs on tiny synthetic data (each class lights one block): each learns."""
+    config = STUDY.run_config(row)
+    config = config.model_copy(update={"train": config.train.model_copy(update={"epochs": 3, "batch_size": 32})})
+    images, labels = map(torch.from_numpy, synthetic_images(800, seed=0))
+    splits = {"train": (images[:600], labels[:600]), "val": (images[600:], labels[600:])}
+    fitted = fit_seed(config, splits, seed=0, name=row)
+    assert fitted.parameters == {"cnn2_res": 124490, "cnn4_k1": CNN4_K1_HAND_COUNT}.get(row, CNN4_HAND_COUNT)
+    assert [r["epoch"] for r in fitted.history] == [1, 2, 3]
+    # it learns: the training loss halves, and validation beats chance (0.1; the kernel-1 row sees no shapes,
+    # only what 1x1 convs and max pooling keep of where the bright block is, and stays near 0.3 here)
+    assert fitted.history[-1]["train_loss"] < fitted.history[0]["train_loss"] / 2
+    assert max(r["val_acc"] for r in fitted.history) > 0.15
 
 
 def test_the_study_reads_the_shared_settings_from_the_main_params_file():
