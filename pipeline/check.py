@@ -38,7 +38,7 @@ def main():
     try:
         params = load_params(args.params)
         if args.search:
-            load_search(args.search, {name: params.run_config(name) for name in params.variants})
+            load_search(args.search, {name: params.run_config(name) for name in params.variants}, params.train.seeds)
     except ParamsError as e:  # `dvc exp run -S` wrote the bad value into the workspace's params file
         bad = args.search if args.search and str(e).startswith(args.search) else args.params
         raise ParamsError(f"{e} (fix {bad}, or restore it: git checkout {bad})") from None

@@ -67,23 +67,50 @@ class Pruner(Strict):
     interval_epochs: Annotated[int, Field(ge=1)]  # judge at warmup_epochs and every this many after
 
 
+class Rescore(Strict):
+    """Before a search names its best setting, the shared setting and the `top` best other trials by their
+    one-seed score train again on each of `seeds`; the best mean over all its seeds (tune.seed's included)
+    wins. One seed's score flatters the lucky: the winner's curse (docs/tuning.md)."""
+
+    top: Annotated[int, Field(ge=0)]
+    seeds: list[Annotated[int, Field(ge=0, le=2**63 - 1)]]
+
+    @model_validator(mode="after")
+    def _each_seed_once(self):
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must list each seed once, got {self.seeds}")
+        return self
+
+
 class Search(Strict):
     trials: Annotated[int, Field(ge=1)]
     sampler: Literal["tpe", "random"]
     random_trials: Annotated[int, Field(ge=1)]  # TPE samples at random until this many trials finished
     seed: Annotated[int, Field(ge=0)]  # the sampler's and every trial's training seed
     pruner: Pruner
+    rescore: Rescore
     experiment: Annotated[str, Field(min_length=1)]  # MLflow experiment of the tune pipeline's runs
     space: Space
     variants: dict[str, Space]
+
+    @model_validator(mode="after")
+    def _rescore_on_other_seeds(self):
+        if self.seed in self.rescore.seeds:
+            raise ValueError(f"rescore.seeds must not hold tune.seed ({self.seed}): every trial already trained on it")
+        return self
+
+    def epochs_budget(self, epochs):
+        """The most trial-epochs one variant's search may train: every trial to the end, then the re-scoring."""
+        return (self.trials + (1 + self.rescore.top) * len(self.rescore.seeds)) * epochs
 
 
 def _where(loc):
     return ".".join(str(part) for part in loc)
 
 
-def load_search(path, variants):
-    """The `tune:` section of `path`, checked against `variants` (name -> RunConfig); one line if it is wrong."""
+def load_search(path, variants, final_seeds=()):
+    """The `tune:` section of `path`, checked against `variants` (name -> RunConfig) and the final runs' seeds
+    (params.yaml's train.seeds, which re-scoring must not choose on); one line if it is wrong."""
     try:
         with open(path) as f:
             raw = YAML(typ="safe", pure=True).load(f)
@@ -97,7 +124,9 @@ def load_search(path, variants):
         search = Search.model_validate(raw["tune"])
     except ValidationError as e:
         error = e.errors()[0]
-        raise ParamsError(f"{path}: tune.{_where(error['loc'])}: {error['msg']}") from None
+        message = error["msg"].removeprefix("Value error, ")
+        where = "".join(f".{part}" for part in error["loc"])
+        raise ParamsError(f"{path}: tune{where}: {message}" if where else f"{path}: tune.{message}") from None
     missing = sorted(set(variants) - set(search.variants))
     extra = sorted(set(search.variants) - set(variants))
     if missing or extra:
@@ -105,6 +134,12 @@ def load_search(path, variants):
             f"{path}: tune.variants must list every variant of params.yaml ({', '.join(variants)}), each with its "
             f"own dimensions or {{}}; "
             + (f"missing: {', '.join(missing)}" if missing else f"unknown: {', '.join(extra)}")
+        )
+    shared = sorted(set(search.rescore.seeds) & set(final_seeds))
+    if shared:
+        raise ParamsError(
+            f"{path}: tune.rescore.seeds must not hold train.seeds {shared}: the final runs train on those, and a "
+            "setting chosen on them would be judged on the seeds that chose it"
         )
     for name, config in variants.items():
         for key, dimension in space_of(search, name).items():

@@ -10,6 +10,9 @@ Writes:  <out-config>, the tuned run config (the best trial's values set), which
 A trial trains the run config with tune.seed and reports its validation accuracy after
 each epoch; the pruner stops a trial that falls below the earlier trials (search.Pruner).
 Its score is the validation accuracy of the checkpoint train would keep (best val loss).
+Then the re-scoring (tune.rescore): the shared setting and the `top` best other trials train
+again on each re-scoring seed, and the best mean over a candidate's seeds (tune.seed's
+included) is the tuned setting: one seed's best is partly luck (docs/tuning.md).
 
 Where the search lives: a fresh local SQLite file (observations/optuna/<variant>.db) by
 default, so a stage run is one worker and reproducible; with --storage or TUNE_STORAGE (a
@@ -31,7 +34,7 @@ from pathlib import Path
 from pipeline import cluster, tracking
 from pipeline.data import split_file
 from pipeline.errors import PipelineError, declare_outputs, first_line, run_stage
-from pipeline.fitting import fit, load_splits, prepare
+from pipeline.fitting import fit, fit_seed, load_splits, prepare
 from pipeline.io import atomic_path, file_md5, read_json, write_json
 from pipeline.params import ParamsError, RunConfig, load_params
 from pipeline.search import apply, base_values, load_search, space_of, suggest
@@ -280,13 +283,12 @@ def work_on_cluster(url, name, search, base, space, splits, params, heartbeat):
         print(f"tune {base.variant}: {trials} trial(s) on node {node}", flush=True)
 
 
-def summary(study, base, space):
-    """(rows of the trials table, the summary dict, the tuned RunConfig) of a finished search."""
+def trial_rows(study, space):
+    """One row per trial of a finished search: state, score (COMPLETE only), last reported score, epochs, values."""
     from optuna.trial import TrialState
 
-    everything = study.get_trials(deepcopy=False)
     # a trial whose worker died or was stopped went back to the queue: its retry is its row
-    trials = [t for t in everything if t.state != TrialState.FAIL or "failure" in t.user_attrs]
+    trials = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.FAIL or "failure" in t.user_attrs]
     rows = []
     for t in sorted(trials, key=lambda t: t.number):
         last = t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None
@@ -300,27 +302,107 @@ def summary(study, base, space):
                 **{key: t.params.get(key) for key in space},
             }
         )
-    complete = [r for r in rows if r["state"] == "COMPLETE"]
-    if not complete:
-        raise PipelineError(f"{base.variant}: no trial of the search completed; see the trials above")
-    best = max(complete, key=lambda r: (r["val_acc"], -r["trial"]))  # ties: the earlier trial
-    settings = {key: best[key] for key in space}
+    return rows
+
+
+def shared_trial(rows, base, space):
+    """The trial of the shared setting (the first queued)."""
     first = base_values(base, space)
-    shared = next(r for r in rows if all(r[key] == first[key] for key in space))
+    return next(r["trial"] for r in rows if all(r[key] == first[key] for key in space))
+
+
+def candidates(rows, shared, top):
+    """The trials to re-score: the shared setting's, then the `top` best other COMPLETE trials by their one-seed
+    score (ties: the earlier trial). The shared setting is always one, so a search can keep it."""
+    others = [r for r in rows if r["state"] == "COMPLETE" and r["trial"] != shared]
+    return [shared] + [r["trial"] for r in sorted(others, key=lambda r: (-r["val_acc"], r["trial"]))[:top]]
+
+
+def pick(rows, scores):
+    """(the chosen trial, {trial: mean score}) from `scores` ({trial: [score per re-scoring seed, None where the
+    run diverged]}): each candidate's mean over its search score and its re-scoring seeds; a candidate with a
+    missing score is out. Without re-scoring (no scores), the best one-seed score. Ties: the earlier trial."""
+    search = {r["trial"]: r["val_acc"] for r in rows}
+    if not scores:
+        scores = {r["trial"]: [] for r in rows if r["state"] == "COMPLETE"}
+    means = {}
+    for trial, seeds in scores.items():
+        all_seeds = [search[trial], *seeds]
+        means[trial] = None if None in all_seeds else sum(all_seeds) / len(all_seeds)
+    scored = [(mean, -trial) for trial, mean in means.items() if mean is not None]
+    if not scored:
+        return None, means
+    return -max(scored)[1], means
+
+
+def rescore_one(config, splits, seed, name):
+    """One candidate's validation score with one more seed: the score of the checkpoint train would keep; None
+    when the run diverged (fit's one line, printed)."""
+    try:
+        fitted = fit_seed(config, splits, seed, name)
+    except PipelineError as e:
+        print(f"{name}: {e}", flush=True)
+        return None
+    return fitted.history[fitted.best_epoch - 1]["val_acc"]
+
+
+def rescore(rows, base, space, search, splits, params, parent_id):
+    """{trial: [its score with each of tune.rescore.seeds]} for the candidates; on the cluster's nodes when
+    RAY_ADDRESS is set, else here one after another (the variants' searches run side by side)."""
+    chosen = candidates(rows, shared_trial(rows, base, space), search.rescore.top)
+    by_trial = {r["trial"]: r for r in rows}
+    work = [(trial, seed) for trial in chosen for seed in search.rescore.seeds]
+    if not work:
+        return {}
+    configs = {trial: apply(base, {key: by_trial[trial][key] for key in space}) for trial in chosen}
+    names = {(trial, seed): f"{base.variant} trial {trial} seed {seed}" for trial, seed in work}
+    print(f"tune {base.variant}: re-scoring trials {chosen} on seeds {search.rescore.seeds}", flush=True)
+    if cluster.address():
+        calls = [(configs[trial], splits, seed, names[trial, seed]) for trial, seed in work]
+        done = cluster.run_on_nodes(rescore_one, calls, threads=base.train.threads, name=f"tune@{base.variant}")
+        results = [score for _, score in done]
+    else:
+        results = [rescore_one(configs[trial], splits, seed, names[trial, seed]) for trial, seed in work]
+    scores = {trial: [] for trial in chosen}
+    for (trial, seed), score in zip(work, results, strict=True):
+        scores[trial].append(score)
+        values = {key: by_trial[trial][key] for key in space}
+        with tracking.trial_run(params, parent_id, base.variant, f"{trial} seed {seed}", values) as run:
+            tracking.tag(run, "rescore_seed", seed)
+            run.log_metrics({"val_acc": score} if score is not None else {})
+    return scores
+
+
+def summary(study, rows, base, space, search, scores):
+    """(the summary dict, the tuned RunConfig) of a finished search and its re-scoring (`scores`: rescore's)."""
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    best, means = pick(rows, scores)
+    if best is None:
+        raise PipelineError(f"{base.variant}: every re-scored trial diverged on a re-scoring seed; see above")
+    by_trial = {r["trial"]: r for r in rows}
+    settings = {key: by_trial[best][key] for key in space}
+    shared = shared_trial(rows, base, space)
+    one_seed = max(complete, key=lambda r: (r["val_acc"], -r["trial"]))
+    epochs = base.train.epochs
     result = {
         "trials": len(rows),
         "complete": len(complete),
         "pruned": sum(r["state"] == "PRUNED" for r in rows),
         "failed": sum(r["state"] == "FAIL" for r in rows),
-        "retried": len(everything) - len(trials),
-        "best_trial": best["trial"],
-        "best_val_acc": best["val_acc"],
-        "shared_val_acc": shared["val_acc"],  # the first queued trial
-        "epochs_run": sum(r["epochs"] or 0 for r in rows),
-        "epochs_unpruned": sum(apply(base, {k: r[k] for k in space}).train.epochs for r in rows),
+        "retried": len(study.get_trials(deepcopy=False)) - len(rows),
+        "seeds": [search.seed, *search.rescore.seeds] if scores else [search.seed],
+        "best_trial": best,
+        "best_val_acc": means[best],  # its mean over `seeds`
+        "shared_val_acc": means.get(shared, by_trial[shared]["val_acc"]),  # the first queued trial, the same way
+        "one_seed_best_trial": one_seed["trial"],  # what the search alone would have named
+        "rescored": {str(trial): means[trial] for trial in scores},
+        "epochs_run": sum(r["epochs"] or 0 for r in rows) + sum(len(s) for s in scores.values()) * epochs,
+        "epochs_unpruned": sum(apply(base, {k: r[k] for k in space}).train.epochs for r in rows)
+        + sum(len(s) for s in scores.values()) * epochs,
+        "epochs_budget": search.epochs_budget(epochs),
         "settings": settings,
     }
-    return rows, result, apply(base, settings)
+    return result, apply(base, settings)
 
 
 def write_trials(path, rows):
@@ -364,7 +446,7 @@ def main():
     params = load_params(args.params)
     if args.variant not in params.variants:
         raise ParamsError(f"--variant {args.variant}: not a variant of {args.params} ({', '.join(params.variants)})")
-    search = load_search(args.search, {name: params.run_config(name) for name in params.variants})
+    search = load_search(args.search, {name: params.run_config(name) for name in params.variants}, params.train.seeds)
     base = RunConfig.model_validate(read_json(args.config or f"data/config/{args.variant}.json"))
     space = space_of(search, args.variant)
     url = args.storage or os.environ.get("TUNE_STORAGE") or default_storage(args.variant)
@@ -387,8 +469,21 @@ def main():
                 "TUNE_STORAGE to a PostgreSQL URL to spread them over the cluster (docs/cluster.md)",
                 flush=True,
             )
-        work(study, base, space, splits, search, params, args.heartbeat)
-    rows, result, tuned = summary(study, base, space)
+        ran = work(study, base, space, splits, search, params, args.heartbeat)
+        print(f"tune {args.variant}: this worker ran {ran} trial(s); the search's queue is empty", flush=True)
+    if not outputs:  # a worker alone: the stage's run, which writes the outputs, re-scores and names the best
+        print(f"tune {args.variant}: the stage's run (make tune) re-scores the leaders and writes the tuned setting")
+        return
+    rows = trial_rows(study, space)
+    if not any(r["state"] == "COMPLETE" for r in rows):
+        raise PipelineError(f"{args.variant}: no trial of the search completed; see the trials above")
+    scores = rescore(rows, base, space, search, splits, params, study.user_attrs.get(PARENT))
+    result, tuned = summary(study, rows, base, space, search, scores)
+    for trial, per_seed in scores.items():  # the trials table: each candidate's score with each re-scoring seed
+        row = next(r for r in rows if r["trial"] == trial)
+        row.update({f"val_acc_seed{seed}": score for seed, score in zip(search.rescore.seeds, per_seed, strict=True)})
+    columns = {key: None for r in rows for key in r}
+    rows = [{**columns, **r} for r in rows]
     tracking.observe(  # this run's timings: observations/, never a DVC output
         f"tune/{args.variant}.json",
         {
@@ -409,8 +504,9 @@ def main():
     if args.out_config:
         write_json(args.out_config, tuned.model_dump())
     shared = "failed" if result["shared_val_acc"] is None else f"{result['shared_val_acc']:.4f}"
+    over = f" over seeds {result['seeds']}" if len(result["seeds"]) > 1 else ""
     print(
-        f"tune {args.variant}: best trial {result['best_trial']} val acc {result['best_val_acc']:.4f} "
+        f"tune {args.variant}: best trial {result['best_trial']} val acc {result['best_val_acc']:.4f}{over} "
         f"(shared setting {shared}); {result['pruned']} pruned; {time.perf_counter() - start:.0f} s",
         flush=True,
     )

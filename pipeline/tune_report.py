@@ -76,9 +76,10 @@ def report_text(params, searches, curves, bands, tuned, shared, tuned_cmp, share
         "# Tuned comparison",
         "",
         f"Each variant searched its own space (tune/params.yaml) with the same budget, {budget} trials, scored on "
-        "validation only; trial 0 is the shared setting of the main pipeline. Its best setting then trained on "
-        f"the standard seeds ({tuned[names[0]]['seeds']} per variant, train.seeds), scored once on the test set, "
-        "and compared as in the main report (report.md).",
+        "validation only; trial 0 is the shared setting of the main pipeline. "
+        + _rescoring(searches[names[0]])
+        + f"The chosen setting then trained on the standard seeds ({tuned[names[0]]['seeds']} per variant, "
+        "train.seeds), scored once on the test set, and compared as in the main report (report.md).",
         "",
         "## What the budget buys",
         "",
@@ -107,25 +108,25 @@ def report_text(params, searches, curves, bands, tuned, shared, tuned_cmp, share
         "",
         "## The searches",
         "",
-        "| variant | trials | pruned | failed | epochs run / unpruned | best trial | "
-        "best val acc | shared setting's val acc | best setting |",
-        "|:--|--:|--:|--:|--:|--:|--:|--:|:--|",
+        "| variant | trials | pruned | failed | trial-epochs run / budget | one seed's best trial | chosen trial | "
+        "its val acc | shared setting's val acc | chosen setting |",
+        "|:--|--:|--:|--:|--:|--:|--:|--:|--:|:--|",
     ]
     for name in names:
         s = searches[name]
-        saved = 1 - s["epochs_run"] / s["epochs_unpruned"]
         lines.append(
-            f"| {name} | {s['trials']} | {s['pruned']} | {s['failed']} | {s['epochs_run']} / {s['epochs_unpruned']} "
-            f"({saved:.0%} saved) | {s['best_trial']} | {s['best_val_acc']:.2%} | {s['shared_val_acc']:.2%} | "
-            f"{_settings(s['settings'])} |"
+            f"| {name} | {s['trials']} | {s['pruned']} | {s['failed']} | {s['epochs_run']} / {s['epochs_budget']} "
+            f"| {s['one_seed_best_trial']} | {s['best_trial']} | {s['best_val_acc']:.2%} | {s['shared_val_acc']:.2%} "
+            f"| {_settings(s['settings'])} |"
         )
     run = sum(s["epochs_run"] for s in searches.values())
     unpruned = sum(s["epochs_unpruned"] for s in searches.values())
+    seeds = len(searches[names[0]]["seeds"])
     lines += [
         "",
-        f"Pruning ran {run} of the {unpruned} epochs the same trials would have run unpruned ({1 - run / unpruned:.0%} "
-        "saved). One seed per trial (tune.seed): a trial's score carries that seed's noise, which the final "
-        "comparison's seeds then average out.",
+        f"Pruning ran {run} of the {unpruned} trial-epochs the same trials would have run unpruned "
+        f"({1 - run / unpruned:.0%} saved). The val acc columns are means over {seeds} seed(s) "
+        f"({', '.join(map(str, searches[names[0]]['seeds']))}), none of them a final run's.",
         "",
         f"## Tuned vs shared setting (test accuracy, mean over seeds [{params.report.confidence:.0%} CI])",
         "",
@@ -144,11 +145,24 @@ def report_text(params, searches, curves, bands, tuned, shared, tuned_cmp, share
         "",
         "Every tuned variant's mean validation accuracy is at least its shared setting's."
         if not lower
-        else f"Tuned below the shared setting on mean validation accuracy over seeds: {', '.join(lower)} "
-        "(the search scored one seed; the winner of a search is flattered by that seed's noise).",
+        else f"Tuned below the shared setting on mean validation accuracy over the final seeds: {', '.join(lower)} "
+        "(the winner of a search is flattered by the noise of the seeds it was chosen on).",
         "",
     ]
     return "\n".join(lines)
+
+
+def _rescoring(search):
+    """The sentence on re-scoring and the budget in trial-epochs, from one search's summary."""
+    seeds, rescored = search["seeds"], len(search["rescored"])
+    if len(seeds) == 1:
+        return f"The best trial by its one seed was chosen; the budget is {search['epochs_budget']} trial-epochs. "
+    return (
+        f"Then the shared setting and the {rescored - 1} best other trials trained again on seeds "
+        f"{', '.join(map(str, seeds[1:]))}, and the best mean over {len(seeds)} seeds was chosen (one seed's best is "
+        f"partly that seed's luck); the budget, re-scoring included, is {search['epochs_budget']} trial-epochs per "
+        "variant. "
+    )
 
 
 def _budgets(budget):
