@@ -8,13 +8,15 @@ register all read it through `load_checkpoint`; `Checkpoint.probabilities` is
 the one place raw images become class probabilities outside training.
 """
 
+import pickle
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import torch
 
 from pipeline.data import to_model_input
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, first_line, way_back
 from pipeline.io import save_torch
 from pipeline.models import build_model
 from pipeline.params import Architecture, ModelRead
@@ -62,25 +64,40 @@ def save_checkpoint(path, checkpoint):
     save_torch(path, checkpoint.to_file_dict())
 
 
+def weights_only_reason(error):
+    """The reason in torch.load's refusal (torch 2.6-2.10 wrap it in paragraphs of advice), or its first line."""
+    paragraphs = [" ".join(p.split()) for p in str(error).split("\n\n")[1:]]
+    kept = [p.rpartition("WeightsUnpickler error:")[2].strip() for p in paragraphs if not p.startswith("Check the ")]
+    return " ".join(p for p in kept if p) or first_line(error, 120)
+
+
 def load_checkpoint(path, device):
     """(Checkpoint, its model on `device`) of a file stage train wrote; one line naming the way back otherwise."""
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"model checkpoint {path} not found (run stage train first)")
-    stage = f"train@{path.parent.name}-{path.stem.removeprefix('seed')}"
-    way_back = f"restore it with `dvc checkout {path}` or retrain with `dvc repro --force {stage}`"
+    advice = way_back(path)  # from dvc.lock, the workspace and the cache: none for a file no stage wrote
+    advice = f"; {advice}" if advice else ""
     try:
-        stored = torch.load(path, map_location=device, weights_only=True)
+        with warnings.catch_warnings():  # torch's note on a pickle protocol it then refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            stored = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as e:
+        reason = weights_only_reason(e)
+        if "GLOBAL" in reason:  # weights_only refused a Python object: never run code from a file
+            raise PipelineError(
+                f"{path} is not a checkpoint this pipeline wrote: it holds a Python object, not only tensors and "
+                f"numbers ({reason[:100]}), and is not loaded{advice}"
+            ) from None
+        raise PipelineError(f"{path} cannot be read (UnpicklingError: {reason[:120]}){advice}") from None
     except Exception as e:  # truncated, overwritten or not a checkpoint: any failure to read it
         raise PipelineError(
-            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}); {way_back}"
+            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}){advice}"
         ) from None
     expected = [f.name for f in fields(Checkpoint)]
     if not isinstance(stored, dict) or sorted(stored) != sorted(expected):
         keys = sorted(stored) if isinstance(stored, dict) else type(stored).__name__
-        raise PipelineError(
-            f"{path} is not a checkpoint of this version (keys {keys}, expected {expected}); {way_back}"
-        )
+        raise PipelineError(f"{path} is not a checkpoint of this version (keys {keys}, expected {expected}){advice}")
     checkpoint = Checkpoint(
         **{
             **stored,

@@ -10,6 +10,7 @@ report.md), as recorded in dvc.lock, which a failed stage leaves unchanged.
 """
 
 import errno
+import json
 import os
 import re
 import signal
@@ -91,6 +92,68 @@ def restore_hint(paths=None, cwd="."):
         prefix = f"cd {cwd.relative_to(Path(top.stdout.strip()).resolve())} && "
     restore = prefix + " && ".join(commands)
     return f"; DVC removed the stage's previous outputs before it ran: restore them with `{restore}`"
+
+
+def recorded(path):
+    """What the nearest dvc.lock above `path` records for it: (project folder, stage, md5, whether the file or
+    folder in the workspace is that version, whether the project's cache holds it), or None when no dvc.lock
+    records it (a file outside any project, or one no stage wrote)."""
+    import yaml
+
+    path = Path(path).resolve()
+    project = next((d for d in path.parents if (d / "dvc.lock").is_file()), None)
+    if project is None:
+        return None
+    rel = os.path.relpath(path, project)
+    stages = (yaml.safe_load((project / "dvc.lock").read_text()) or {}).get("stages", {})
+    for stage, entry in stages.items():
+        for out in entry.get("outs", []):
+            if os.path.normpath(out["path"]) == rel and out.get("md5"):
+                md5 = out["md5"]
+                return project, stage, md5, _workspace_is(path, md5, project), _in_cache(md5, project)
+    return None
+
+
+def _workspace_is(path, md5, project):
+    """Whether the file (or folder) at `path` is the version DVC recorded as `md5` (a folder: its .dir listing)."""
+    import hashlib
+
+    def md5_of(file):
+        return hashlib.md5(file.read_bytes()).hexdigest() if file.is_file() else None
+
+    if not md5.endswith(".dir"):
+        return md5_of(path) == md5
+    try:
+        from dvc.repo import Repo
+
+        with Repo(str(project)) as repo:
+            listing = json.loads(Path(repo.cache.local.oid_to_path(md5)).read_text())
+    except Exception:  # no listing in the cache: whether it matches cannot be shown
+        return False
+    files = sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()) if path.is_dir() else []
+    return files == sorted(e["relpath"] for e in listing) and all(
+        md5_of(path / e["relpath"]) == e["md5"] for e in listing
+    )
+
+
+def way_back(path, damaged_at_source=""):
+    """How to get a damaged `path` back, from what is really in dvc.lock, the workspace and the cache: `dvc
+    checkout` when the cache holds the recorded version and the workspace is not it; the stage's re-run when it
+    is (the recorded version itself is damaged: `damaged_at_source`, if given, says what repairs it instead);
+    '' for a file no dvc.lock records (outside the project, or written by hand): nothing can be promised."""
+    found = recorded(path)
+    if found is None:
+        return ""
+    project, stage, _, is_recorded, cached = found
+    here = Path.cwd().resolve()
+    prefix = "" if project == here else f"cd {os.path.relpath(project, here)} && "
+    rel = os.path.relpath(Path(path).resolve(), project)
+    if is_recorded and damaged_at_source:
+        return damaged_at_source
+    rerun = f"`{prefix}dvc repro --force {stage}`"
+    if cached and not is_recorded:  # --force: DVC asks before it replaces a file that differs from dvc.lock's
+        return f"restore it with `{prefix}dvc checkout --force {rel}` or re-run its stage with {rerun}"
+    return f"re-run its stage with {rerun}" + (" (dvc.lock records this damaged file)" if is_recorded else "")
 
 
 def _lock_outs(text):

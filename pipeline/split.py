@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from pipeline.data import split_file
-from pipeline.errors import PipelineError, declare_outputs, run_stage
+from pipeline.errors import PipelineError, declare_outputs, run_stage, way_back
 from pipeline.io import atomic_folder, save_torch, write_json
 from pipeline.params import load_params
 
@@ -33,21 +33,32 @@ def load_raw(root, dataset):
     except RuntimeError as e:
         raise PipelineError(f"cannot load {dataset} from {root}: {e} (run stage download)") from None
     except (ValueError, AssertionError, EOFError, IndexError) as e:  # torchvision's IDX reader on a damaged file
-        raise PipelineError(f"{dataset} in {root} is damaged ({type(e).__name__}: {e}); {RESTORE_RAW}") from None
+        raise PipelineError(f"{dataset} in {root} is damaged ({type(e).__name__}: {e}){raw_way_back(root)}") from None
 
     def labels(ds):  # QMNIST's targets carry extra columns; the class is the first
         return ds.targets[:, 0] if ds.targets.ndim == 2 else ds.targets
 
     classes = list(train.classes)
     for split, ds in (("train", train), ("test", test)):
-        check_labels(labels(ds), len(ds.data), len(classes), f"{dataset}'s {split} labels in {root}")
+        check_labels(labels(ds), len(ds.data), len(classes), f"{dataset}'s {split} labels in {root}", root)
     return train.data, labels(train), test.data, labels(test), classes
 
 
-RESTORE_RAW = "restore the files with `dvc checkout data/raw` or fetch them again with `dvc repro --force download`"
+def raw_way_back(root):
+    """'; <how to repair the raw files at root>', or '' when no dvc.lock records them: `dvc checkout` if the
+    workspace is not what stage download recorded; if it is, the source gave them damaged, and neither a checkout
+    nor a fetch from the same source would help."""
+    advice = way_back(
+        root,
+        damaged_at_source="they are what stage download fetched, so the source gave them damaged (a checkout or a "
+        "fetch from the same source brings back the same files): with data.verify_checksums: true download refuses "
+        "files that fail their pinned checksums and tries the next of data.sources; or fix data.sources; then "
+        "`dvc repro --force download`",
+    )
+    return f"; {advice.replace('restore it ', 'restore them ')}" if advice else ""
 
 
-def check_labels(labels, images, classes, what):
+def check_labels(labels, images, classes, what, root):
     """A label file that cannot be the dataset's: the wrong count, a value outside 0..classes-1, a class missing."""
     if len(labels) != images:
         problem = f"{len(labels)} labels for {images} images"
@@ -57,7 +68,7 @@ def check_labels(labels, images, classes, what):
         problem = f"only {len(labels.unique())} of the {classes} classes present"
     else:
         return
-    raise PipelineError(f"{what} are damaged ({problem}); {RESTORE_RAW}")
+    raise PipelineError(f"{what} are damaged ({problem}){raw_way_back(root)}")
 
 
 def stratified_split(labels, val_size, seed):

@@ -69,7 +69,28 @@ def test_a_damaged_checkpoint_is_one_line_naming_it_and_the_way_back(tmp_path):
         load_checkpoint(path, "cpu")
     message = str(error.value)
     assert message.startswith(f"{path} cannot be read (") and "\n" not in message
-    assert f"dvc checkout {path}`" in message and "dvc repro --force train@vanilla-0`" in message
+    assert "dvc " not in message  # no dvc.lock records a file outside a project: no way back is promised
+
+
+def test_a_checkpoint_holding_a_python_object_is_refused_without_running_it(tmp_path):
+    """A crafted pickle (it would run a command when unpickled): refused in one line naming the object, the
+    command never runs, and no restore advice for a file outside the project."""
+
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'ran'}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"state_dict": Payload()}, path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.predict", str(path), "--out", str(tmp_path / "p.csv")],
+        cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 2 and not (tmp_path / "ran").exists() and not (tmp_path / "p.csv").exists()
+    assert result.stderr.splitlines() == [
+        f"error: {path} is not a checkpoint this pipeline wrote: it holds a Python object, not only tensors and "
+        "numbers (Trying to load unsupported GLOBAL posix.system whose module posix is blocked.), and is not loaded"
+    ]
 
 
 def test_a_file_that_is_not_a_checkpoint_of_this_version_is_one_line(tmp_path):
@@ -80,7 +101,7 @@ def test_a_file_that_is_not_a_checkpoint_of_this_version_is_one_line(tmp_path):
         load_checkpoint(path, "cpu")
     message = str(error.value)
     assert message.startswith(f"{path} is not a checkpoint of this version (keys ['state_dict', 'variant'], ")
-    assert "dvc repro --force train@vanilla-3`" in message and "\n" not in message
+    assert "dvc " not in message and "\n" not in message  # outside a project: no way back is promised
 
 
 @pytest.mark.parametrize(
@@ -267,4 +288,77 @@ def test_damaged_labels_are_named_and_not_blamed_on_val_size(tmp_path):
     (line,) = result.stderr.splitlines()
     where = tmp_path / "raw"
     assert line.startswith(f"error: FashionMNIST's train labels in {where} are damaged (label values 200..200")
-    assert "val_size" not in line and "dvc checkout data/raw" in line
+    assert "val_size" not in line and "dvc " not in line  # outside a project: no way back is promised
+
+
+@pytest.mark.slow
+def test_a_damaged_checkpoint_names_the_command_that_restores_it(committed_fresh):
+    """In the project: `dvc checkout` when the cache holds what dvc.lock records (the test runs it); once the
+    damaged file is itself what dvc.lock records, only the stage's re-run can bring it back."""
+    repo, env = committed_fresh
+    path = repo / VANILLA[0]
+    good = path.read_bytes()
+    path.unlink()  # a new file, not one the cache may share
+    path.write_bytes(good[:2000])
+    predict = [sys.executable, "-m", "pipeline.predict", VANILLA[0], "--out", "p.csv"]
+    (line,) = run(predict, repo, env, check=False).stderr.splitlines()
+    assert line.startswith(f"error: {VANILLA[0]} cannot be read (")
+    assert line.endswith(
+        f"; restore it with `dvc checkout --force {VANILLA[0]}` or re-run its stage with "
+        "`dvc repro --force train@vanilla-0`"
+    )
+    run(["bash", "-c", re.search(r"restore it with `([^`]+)`", line)[1]], repo, env)
+    assert path.read_bytes() == good
+    path.unlink()
+    path.write_bytes(good[:2000])
+    run(["dvc", "commit", "--force", "train@vanilla-0"], repo, env)  # dvc.lock now records the damaged file
+    (line,) = run(predict, repo, env, check=False).stderr.splitlines()
+    assert line.endswith(
+        "; re-run its stage with `dvc repro --force train@vanilla-0` (dvc.lock records this damaged file)"
+    )
+    assert run(["dvc", "repro", "--force", "train@vanilla-0"], repo, env).returncode == 0
+    run(predict, repo, env)
+
+
+def damage_labels(folder):
+    """Every training label 200 (a wrong file, a bit flip), written as a new file."""
+    labels = folder / IDX_NAMES[("train", "labels")]
+    data = bytearray(labels.read_bytes())
+    data[8:] = bytes([200]) * (len(data) - 8)
+    labels.unlink()
+    labels.write_bytes(bytes(data))
+
+
+@pytest.mark.slow
+def test_raw_files_damaged_in_the_workspace_are_restored_by_the_printed_checkout(committed_fresh):
+    repo, env = committed_fresh
+    damage_labels(repo / "data/raw/FashionMNIST/raw")
+    result = run(["dvc", "repro", "--single-item", "--force", "split"], repo, env, check=False)  # upstream not re-run
+    (line,) = [x for x in (result.stdout + result.stderr).splitlines() if x.startswith("error: ")]
+    assert (
+        "; restore them with `dvc checkout --force data/raw` or re-run its stage with `dvc repro --force download`;"
+        in line
+    )
+    assert line.endswith(
+        "DVC removed the stage's previous outputs before it ran: restore them with `dvc checkout data/split`"
+    )
+    run(["bash", "-c", re.search(r"restore them with `([^`]+)`", line)[1]], repo, env)
+    assert run(["dvc", "repro", "--single-item", "--force", "split"], repo, env).returncode == 0
+
+
+@pytest.mark.slow
+def test_raw_files_damaged_at_their_source_get_the_step_that_repairs_them(tmp_path):
+    """The source itself serves a damaged file (checksums off): a checkout or a re-fetch would bring it back
+    damaged, so the line says what does repair it."""
+    write_idx_folder(tmp_path / "mirror", gz=False)
+    damage_labels(tmp_path / "mirror")
+    params = shrunk_params(tmp_path / "mirror", **{"tracking.enabled": False})
+    repo, env = make_project(tmp_path, params)
+    result = run(["dvc", "repro", "split"], repo, env, check=False)
+    (line,) = [x for x in (result.stdout + result.stderr).splitlines() if x.startswith("error: ")]
+    assert "are damaged (label values 200..200" in line and line.endswith(
+        "; they are what stage download fetched, so the source gave them damaged (a checkout or a fetch from the "
+        "same source brings back the same files): with data.verify_checksums: true download refuses files that "
+        "fail their pinned checksums and tries the next of data.sources; or fix data.sources; then "
+        "`dvc repro --force download`"
+    )
