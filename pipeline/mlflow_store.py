@@ -13,7 +13,7 @@ worker would otherwise keep artifacts in its temp copy), and tagged so that
 Every command that opens the store first closes what dead processes left
 behind: runs still RUNNING whose process on this host is gone are ended
 KILLED, unless the process had finished them while the store was unreachable
-(it then noted the status in observations/mlflow-pending/, replayed here).
+(it then noted the status, and the tags it could not set, in observations/mlflow-pending/, replayed here).
 Observations of one run (timings, ids) go to observations/ (`observe`),
 tracked by neither git nor DVC. pipeline/tracking.py is what the stages call.
 """
@@ -237,9 +237,11 @@ def _pending_dir():
     return observations_dir() / "mlflow-pending" / hashlib.sha256(tracking_uri().encode()).hexdigest()[:12]
 
 
-def note_pending_status(run_id, status):
-    """A run's final status that the store did not take (server down): the next open_store sets it."""
+def note_pending_status(run_id, status, tags=None):
+    """A run's final status (and the tags it could not set, e.g. the checkpoint's MD5 that evaluate finds the run
+    by) that the store did not take (server down): the next open_store sets them."""
     note = {"run_id": run_id, "status": status, "end_time": int(time.time() * 1000), "store": tracking_uri()}
+    note["tags"] = tags or {}
     observe((_pending_dir() / f"{run_id}.json").relative_to(observations_dir()), note)
 
 
@@ -257,6 +259,8 @@ def close_dead_runs(client, experiment_ids):
     for note in sorted(_pending_dir().glob("*.json")) if _pending_dir().is_dir() else []:
         try:
             pending = json.loads(note.read_text())
+            for key, value in pending.get("tags", {}).items():
+                client.set_tag(pending["run_id"], key, value)
             client.set_terminated(pending["run_id"], pending["status"], pending["end_time"])
             note.unlink()
         except Exception as e:  # a run of another store, or this one still failing: leave the note

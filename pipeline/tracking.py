@@ -114,6 +114,7 @@ class Run:
 
     def __init__(self, mlflow=None, run_id=None):
         self.mlflow, self.run_id, self.failed = mlflow, run_id, False
+        self.pending_tags = {}  # tags the store did not take: noted with the run's status, set at its next open
 
     def _mirror(self, what, action):
         if not self.mlflow:
@@ -127,20 +128,23 @@ class Run:
     def link_checkpoint(self, md5, path=None):
         """Tag the run with the MD5 (and DVC path) of the checkpoint it trained: evaluate finds it by that."""
 
+        tags = {"checkpoint_md5": md5, **({"dvc_output": str(path)} if path else {})}
+
         def tag(mlflow):
             client = mlflow.MlflowClient()
-            client.set_tag(self.run_id, "checkpoint_md5", md5)
-            if path:
-                client.set_tag(self.run_id, "dvc_output", str(path))
+            for key, value in tags.items():
+                client.set_tag(self.run_id, key, value)
 
         self._mirror("the checkpoint's tag", tag)
+        if self.failed:  # evaluate finds the run by this tag: a store that was down gets it later
+            self.pending_tags.update(tags)
 
     def record_checkpoint(self, checkpoint, path, with_model):
         """After train wrote `path`: tag this run with its MD5 and path, and log the model when `with_model`."""
-        if self.mlflow:
+        if self.run_id:  # a store that failed earlier in the run gets the tag at its next open
             self.link_checkpoint(file_md5(path), path)
-            if with_model:
-                self.log_model(checkpoint)
+        if self.mlflow and with_model:
+            self.log_model(checkpoint)
 
     def record_evaluation(self, params, variant, files, scores, metrics_path):
         """After evaluate wrote its outputs: each seed's test metrics onto the run that trained it (made a
@@ -274,7 +278,7 @@ class Run:
         if self.run_id and not self.failed:
             self._mirror(f"run status {status}", lambda m: m.MlflowClient().set_terminated(self.run_id, status))
         if self.run_id and self.failed:
-            note_pending_status(self.run_id, status)
+            note_pending_status(self.run_id, status, self.pending_tags)
 
 
 @contextmanager
@@ -347,7 +351,7 @@ def seed_run(params, config, seed):
                 warn(f"seed {seed}'s run status", e)
                 run.failed = True
         if run.failed:
-            note_pending_status(run.run_id, status)
+            note_pending_status(run.run_id, status, run.pending_tags)
 
 
 def checkpoint_run(params, md5):
