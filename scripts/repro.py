@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -46,6 +47,65 @@ def dvc(*args, cwd, capture=False):
     """Run a dvc command in the project at `cwd`; its exit status, or (status, stdout) with capture."""
     result = subprocess.run(["dvc", *args], cwd=cwd, capture_output=capture, text=True)
     return (result.returncode, result.stdout) if capture else result.returncode
+
+
+def dvc_shown(*args, cwd):
+    """Run a dvc command with its output on the terminal, as it comes; return its exit status after saying in
+    one line what a full DVC cache left (DVC's own lines name a temp path and no figure)."""
+    proc = subprocess.Popen(["dvc", *args], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    seen = []
+    for line in proc.stdout:
+        print(line, end="", flush=True)
+        seen.append(line)
+    code = proc.wait()
+    said = full_cache(cwd, "".join(seen))
+    if said:
+        print(said, file=sys.stderr, flush=True)
+        return code or 1
+    return code
+
+
+def stages_out_of_space(text):
+    """The stages whose output DVC could not cache: 'No space left' under a `Running stage 'x'` heading, or in
+    `failed to reproduce 'x'`."""
+    found, current = [], None
+    for line in text.splitlines():
+        heading = re.match(r"Running stage '([^']+)'", line)
+        current = heading[1] if heading else current
+        if "[Errno 28]" in line:
+            failed = re.search(r"failed to reproduce '([^']+)'", line)
+            stage = failed[1] if failed else current
+            if stage and stage not in found:
+                found.append(stage)
+    return found
+
+
+def full_cache(project, text, stages=None):
+    """One line for DVC's `[Errno 28] No space left on device` while caching: the cache folder, its free space,
+    what the stages' outputs need and how to keep them without training again; the temp files DVC left in the
+    cache are removed first. None when `text` shows no full device."""
+    if "[Errno 28]" not in text:
+        return None
+    from dvc.repo import Repo
+
+    stages = stages or stages_out_of_space(text)
+    with Repo(str(project)) as repo:
+        cache = Path(repo.cache.local.path)  # <cache dir>/files/md5; DVC's run-cache is <cache dir>/runs
+        cache = cache.parents[1] if cache.parts[-2:] == ("files", "md5") else cache
+        outs = [Path(o.fs_path) for s in repo.index.stages if s.name in stages for o in s.outs if o.use_cache]
+    need = sum(f.stat().st_size for o in outs for f in ([o] if o.is_file() else o.rglob("*")) if f.is_file())
+    left = [f for f in cache.rglob(".*.tmp") if f.is_file()]  # DVC's own partial copies, never an object
+    for f in left:
+        f.unlink()
+    free = shutil.disk_usage(cache).free
+    names = " ".join(stages) or "<stage>"
+    return (
+        f"error: the DVC cache {cache} is full ({free / 2**20:.1f} MB free; the outputs of {names} take "
+        f"{need / 2**20:.1f} MB): DVC could not keep them in the cache; they are in the workspace. Free space there "
+        f"or move the cache (`dvc cache dir <folder>`), then `dvc commit --force {names}` caches and records them "
+        "without running them again"
+        + (f"; the {len(left)} temp file(s) DVC left in the cache were removed" if left else "")
+    )
 
 
 def apply_overrides(project, overrides):
@@ -98,7 +158,7 @@ def checked_params(project):
     raw = read_yaml(path)  # one line naming the file when it is missing or not YAML
     if isinstance(raw, dict) and "variants" not in raw and "base" not in raw and "tune" in raw:  # tune/params.yaml
         params = load_params(project.parent / "params.yaml")
-        load_search(path, {name: params.run_config(name) for name in params.variants})
+        load_search(path, {name: params.run_config(name) for name in params.variants}, params.train.seeds)
         return params
     return load_params(path)
 
@@ -196,7 +256,7 @@ def run_parallel(project, stages, count, pull, kind="train"):
     """Run `stages` (each `dvc repro -s`) with `count` at once; return the first failure's status, else 0."""
     logs = project / "observations" / "repro"
     logs.mkdir(parents=True, exist_ok=True)
-    pending, running, failed = list(stages), {}, 0
+    pending, running, failed, no_space = list(stages), {}, 0, []
 
     def one(stage):
         start = time.perf_counter()
@@ -221,9 +281,10 @@ def run_parallel(project, stages, count, pull, kind="train"):
                 stage, code, seconds = future.result()
                 bar.update()
                 if code:
-                    tail = (logs / f"{stage}.log").read_text().splitlines()[-6:]
+                    text = (logs / f"{stage}.log").read_text()
                     tqdm.write(f"{stage} failed (exit {code}); the end of {logs / stage}.log:")
-                    tqdm.write("\n".join(f"  {line}" for line in tail))
+                    tqdm.write("\n".join(f"  {line}" for line in text.splitlines()[-6:]))
+                    no_space += [stage] if "[Errno 28]" in text else []
                     failed = failed or code
                 elif bar.disable:
                     print(f"{stage} done in {seconds:.0f} s", flush=True)
@@ -236,6 +297,8 @@ def run_parallel(project, stages, count, pull, kind="train"):
         raise
     pool.shutdown()
     bar.close()
+    if no_space:  # said once every stage has stopped: no DVC process is writing to the cache any more
+        print(full_cache(project, "[Errno 28]", no_space), file=sys.stderr, flush=True)
     nodes = where(logs, stages)
     print(
         f"{len(stages)} {kind} stage(s) in {time.perf_counter() - start:.0f} s, {count} at once"
@@ -270,7 +333,7 @@ def main():
         print(f"dvc.lock: dropped {len(pruned)} entry(ies) of stages that no longer exist: {', '.join(pruned)}")
     try:
         for members, upstream in stage_groups(project):
-            if upstream and dvc("repro", *pull, *upstream, cwd=project):
+            if upstream and dvc_shown("repro", *pull, *upstream, cwd=project):
                 return 1
             code, out = dvc("status", "--json", *members, cwd=project, capture=True)
             if code:
@@ -281,8 +344,8 @@ def main():
             if stale and run_parallel(project, stale, count, args.pull, members[0].split("@")[0]):
                 return 1
         if args.exp:
-            return dvc("exp", "run", *(["-n", args.name] if args.name else []), cwd=project)
-        return dvc("repro", *pull, cwd=project)
+            return dvc_shown("exp", "run", *(["-n", args.name] if args.name else []), cwd=project)
+        return dvc_shown("repro", *pull, cwd=project)
     except KeyboardInterrupt:  # Ctrl-C reached every stage too: each said what it left (run_parallel printed it)
         return 130
 

@@ -270,6 +270,45 @@ def test_a_full_disk_is_one_line_naming_the_output_and_a_rerun_succeeds(split_di
         subprocess.run(["umount", str(disk)], check=True)
 
 
+@pytest.mark.slow
+def test_a_full_dvc_cache_is_one_line_and_the_printed_commit_keeps_the_trained_outputs(tmp_path):
+    """`make run` with a DVC cache on a tmpfs 64 KB larger than the data: the checkpoint (~250 KB) trains but
+    cannot be cached. One line names the cache, its free space and the outputs' size; DVC's temp files are gone
+    from the cache; once there is room, the printed `dvc commit --force ...` records it and nothing trains
+    again."""
+    write_idx_folder(tmp_path / "mirror")
+    params = shrunk_params(tmp_path / "mirror", **{"tracking.enabled": False, "train.seeds": [0]})
+    params["variants"] = {"vanilla": params["variants"]["vanilla"]}
+    repo, env = make_project(tmp_path, params)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(cache)], check=True)
+    try:
+        run(["dvc", "cache", "dir", str(cache)], repo, env)
+        run(["dvc", "repro", "split", "check"], repo, env)  # the data, cached
+        used = sum(f.stat().st_size for f in cache.rglob("*") if f.is_file())
+        subprocess.run(["mount", "-o", f"remount,size={used // 1024 + 64}k", str(cache)], check=True)
+        result = run([sys.executable, "scripts/repro.py"], repo, env, check=False)
+        assert result.returncode != 0
+        (line,) = [x for x in result.stderr.splitlines() if x.startswith("error: ")]
+        assert re.fullmatch(
+            rf"error: the DVC cache {re.escape(str(cache))} is full \(\d+\.\d MB free; the outputs of "
+            r"train@vanilla-0 take 0\.\d MB\): DVC could not keep them in the cache; they are in the workspace\. "
+            r"Free space there or move the cache \(`dvc cache dir <folder>`\), then "
+            r"`dvc commit --force train@vanilla-0` caches and records them without running them again"
+            r"(; the \d temp file\(s\) DVC left in the cache were removed)?",
+            line,
+        ), line
+        assert not [f for f in cache.rglob("*.tmp")]
+        checkpoint = (repo / "data/models/vanilla/seed0.pt").read_bytes()
+        subprocess.run(["mount", "-o", "remount,size=20m", str(cache)], check=True)
+        run(["bash", "-c", re.search(r"then `([^`]+)`", line)[1]], repo, env)
+        assert "train@vanilla-0" not in run(["dvc", "status"], repo, env).stdout
+        assert (repo / "data/models/vanilla/seed0.pt").read_bytes() == checkpoint
+    finally:
+        subprocess.run(["umount", str(cache)], check=True)
+
+
 def test_damaged_labels_are_named_and_not_blamed_on_val_size(tmp_path):
     """A label file whose values are not 0..9 (a wrong file, a bit flip) is one line naming it and the way back."""
     raw = tmp_path / "raw" / "FashionMNIST" / "raw"
