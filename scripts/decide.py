@@ -18,6 +18,7 @@ cache. The workspace ends at the last round: review report.md, then commit.
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,14 @@ def undecided(project):
 
 
 def repro(project, *args):
-    return subprocess.run([sys.executable, str(Path(__file__).with_name("repro.py")), "--cd", str(project), *args])
+    """scripts/repro.py's exit status. Not subprocess.run: on Ctrl-C it kills the child at once, before repro.py,
+    which got the same SIGINT, has stopped its stages and said where each one stopped."""
+    proc = subprocess.Popen([sys.executable, str(Path(__file__).with_name("repro.py")), "--cd", str(project), *args])
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.wait()
+        raise
 
 
 def main():
@@ -40,11 +48,34 @@ def main():
     parser.add_argument("--cd", default=".", help="the DVC project's folder (default: here; the study: study)")
     args = parser.parse_args()
     project = Path(args.cd).resolve()
+    committed = (project / "params.yaml").read_bytes()
+    try:
+        return rounds(project)
+    except KeyboardInterrupt:  # Ctrl-C reached repro.py and every stage too: each said above where it stopped
+        seeds = yaml.safe_load((project / "params.yaml").read_text())["train"]["seeds"]
+        where = os.path.relpath(project / "params.yaml")
+        moved = (project / "params.yaml").read_bytes() != committed
+        print(
+            f"interrupted: make decide stopped at train.seeds={seeds}"
+            + (
+                f" ({where} holds the interrupted round's seeds: `make decide` resumes there, "
+                f"`git checkout {where}` goes back)"
+                if moved
+                else ""
+            ),  # fmt: skip
+            file=sys.stderr,
+            flush=True,
+        )
+        return 130
+
+
+def rounds(project):
+    """The rounds, from the seeds params.yaml holds now; the exit status."""
     while True:
         params = yaml.safe_load((project / "params.yaml").read_text())
         seeds, looks = params["train"]["seeds"], params["report"]["looks"]
         if len(seeds) in looks:
-            if repro(project).returncode:  # this look's table, up to date
+            if repro(project):  # this look's table, up to date
                 return 1
             open_ = undecided(project)
             if not open_:
@@ -61,7 +92,7 @@ def main():
         name = f"decide-{len(new)}seeds"
         taken = subprocess.run(["dvc", "exp", "list", "--name-only"], cwd=project, capture_output=True, text=True)
         named = [] if name in taken.stdout.split() else ["-n", name]  # a second decide from the same commit
-        if repro(project, "--exp", "-S", setting, *named).returncode:
+        if repro(project, "--exp", "-S", setting, *named):
             return 1
 
 
