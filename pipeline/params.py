@@ -328,7 +328,7 @@ def one_line(error):
         # a whole-number bound in full (2^63 - 1 as 9.22337e+18 would not say where the limit is)
         bound = next(f"{_BOUNDS[k]} {v if isinstance(v, int) else f'{v:g}'}" for k, v in ctx.items() if k in _BOUNDS)
         return f"{key} must be {bound}, got {value!r}"
-    if kind == "too_short":
+    if kind in ("too_short", "string_too_short"):
         return f"{key} must not be empty, got {value!r}"
     if kind in ("int_type", "int_from_float"):
         return f"{key} must be an integer, got {value!r}"

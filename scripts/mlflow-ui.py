@@ -13,7 +13,9 @@ workflow switch set to "Machine learning" once makes the browser remember it.
 import argparse
 import errno
 import os
+import signal
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -67,11 +69,34 @@ def main():
         if experiment.name in names:
             mlflow_store.tag_experiment(mlflow.MlflowClient(), experiment)  # a store made before the view existed
             print(f"  {experiment.name}: {mlflow_store.ui_url(base, experiment.experiment_id)}", flush=True)
-    os.execvp(
+    command = [
         "mlflow",
-        ["mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port), "--workers", "1"],
-    )
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        args.host,
+        "--port",
+        str(args.port),
+        "--workers",
+        "1",
+    ]
+    # its own process group, stopped whole on Ctrl-C: `mlflow ui` itself outlived a Ctrl-C, and its job runner (off:
+    # this UI starts no jobs) printed a traceback
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    server = subprocess.Popen(command, env=env, start_new_session=True)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()
+        print(f"stopped the MLflow UI at {base}", flush=True)
+        return 130
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

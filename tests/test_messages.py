@@ -1,12 +1,14 @@
 """What the user is told is what happened: a bad `-S` value is refused by scripts/repro.py before DVC runs
 anything (issue 32): one line naming the key, the params file as it was, nothing removed."""
 
+import os
+import signal
 import socket
 import subprocess
 import sys
 
 import pytest
-from helpers import ROOT, make_project, run, shrunk_params, write_idx_folder
+from helpers import ROOT, free_port, make_project, run, shrunk_params, wait_for_url, write_idx_folder
 
 SAID = "(the -S values were not applied: the params files are as they were); nothing ran"
 
@@ -76,6 +78,27 @@ def test_make_ui_on_a_taken_port_is_one_line_and_no_link():
         )  # fmt: skip
     assert (result.returncode, result.stdout) == (1, "")
     assert result.stderr == f"error: port {port} on 127.0.0.1 is taken (another server?): choose another, --port N\n"
+
+
+@pytest.mark.slow
+def test_ctrl_c_on_make_ui_stops_the_whole_server_in_one_line(tmp_path):
+    """`make ui` (scripts/mlflow-ui.py) serving, then Ctrl-C (SIGINT to its process group, as a terminal sends it):
+    its last line says the UI stopped, no traceback (MLflow's job runner printed one), nothing listens any more
+    and no process of it is left (its own `mlflow ui` outlived the Ctrl-C before)."""
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    ui = subprocess.Popen(
+        [sys.executable, "scripts/mlflow-ui.py", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    wait_for_url(f"http://127.0.0.1:{port}/", ui)
+    os.killpg(ui.pid, signal.SIGINT)
+    out, err = ui.communicate(timeout=60)
+    assert ui.returncode == 130 and "Traceback" not in out + err, err
+    assert out.splitlines()[-1] == f"stopped the MLflow UI at http://127.0.0.1:{port}"
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing answers there
+    assert subprocess.run(["pgrep", "-f", f"--port {port}"], capture_output=True).stdout == b""
 
 
 def test_lock_entries_of_stages_that_no_longer_exist_are_dropped_and_the_rest_kept_byte_for_byte(project):
