@@ -10,7 +10,6 @@ report.md), as recorded in dvc.lock, which a failed stage leaves unchanged.
 """
 
 import errno
-import json
 import os
 import re
 import signal
@@ -124,10 +123,9 @@ def _workspace_is(path, md5, project):
     if not md5.endswith(".dir"):
         return md5_of(path) == md5
     try:
-        from dvc.repo import Repo
+        from pipeline.dvc_internals import cache_listing
 
-        with Repo(str(project)) as repo:
-            listing = json.loads(Path(repo.cache.local.oid_to_path(md5)).read_text())
+        listing = cache_listing(project, md5)
     except Exception:  # no listing in the cache: whether it matches cannot be shown
         return False
     files = sorted(str(f.relative_to(path)) for f in path.rglob("*") if f.is_file()) if path.is_dir() else []
@@ -169,11 +167,10 @@ def _in_cache(md5, cwd):
     if not md5:
         return False
     try:
-        from dvc.repo import Repo
+        from pipeline.dvc_internals import cache_has
 
-        with Repo(str(cwd)) as repo:  # reads the config (the study shares the main cache); takes no lock
-            return repo.cache.local.exists(md5)
-    except Exception:  # DVC not importable here: say what cannot be shown to work
+        return cache_has(cwd, md5)  # reads the config (the study shares the main cache); takes no lock
+    except Exception:  # DVC not importable here, or another version: say what cannot be shown to work
         return False
 
 

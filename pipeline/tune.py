@@ -110,7 +110,9 @@ def open_storage(url, heartbeat):
 
 
 def open_search(url, name, search, first, heartbeat, params, variant):
-    """(study, created): create the study and queue its budget, or join it once its creator queued it."""
+    """(study, storage, created): create the study and queue its budget, or join it once its creator queued it.
+    The storage is returned too: the worker loop pops queued trials and records heartbeats through its public
+    methods (Study exposes neither)."""
     import optuna
 
     storage = open_storage(url, heartbeat)
@@ -130,7 +132,7 @@ def open_search(url, name, search, first, heartbeat, params, variant):
             study.enqueue_trial({})  # the sampler fills each in when a worker takes it
         study.set_user_attr(PARENT, tracking.search_parent(params, variant, name))
         study.set_user_attr(QUEUED, search.trials)
-        return study, True
+        return study, storage, True
     # a joining worker: its own random seed (two workers with one seed would sample alike)
     seed = int.from_bytes(os.urandom(4), "little")
     study = optuna.load_study(
@@ -141,7 +143,31 @@ def open_search(url, name, search, first, heartbeat, params, variant):
         if time.monotonic() > deadline:
             raise PipelineError(f"Optuna study {name} in {url} was never queued: its creator died; delete it")
         time.sleep(0.5)
-    return study, False
+    return study, storage, False
+
+
+def pop_waiting_trial(study, storage):
+    """The id of the next queued (WAITING) trial, now RUNNING for this worker, or None when the queue is empty.
+
+    What Optuna 5.0's private Study._pop_waiting_trial_id does (optuna/study/study.py, lines 1071-1092), with
+    the storage's public methods: the state change is atomic, so two workers never take one trial. Not
+    Study.ask(): once the queue is empty it makes a new trial, past the budget, while another worker's last
+    trial still runs; and Study.optimize with MaxTrialsCallback counts finished trials, so a worker would ask
+    for more while others run theirs, and the retry of a dead worker's trial (a FAIL then a WAITING copy)
+    would count twice.
+    """
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    study_id = storage.get_study_id_from_name(study.study_name)
+    for trial in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,)):
+        trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+        try:
+            if storage.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                return trial_id
+        except UpdateFinishedTrialError:  # another worker took and finished it meanwhile
+            continue
+    return None
 
 
 class Heartbeat:
@@ -203,7 +229,7 @@ def run_trial(trial, base, space, splits, search, params, parent_id):
     return state, value
 
 
-def work(study, base, space, splits, search, params, heartbeat):
+def work(study, storage, base, space, splits, search, params, heartbeat):
     """Run queued trials until none is left and no other worker's trial is running; `splits`: load_splits'.
     Return how many trials this worker ran."""
     import optuna
@@ -214,7 +240,7 @@ def work(study, base, space, splits, search, params, heartbeat):
     ran = 0
     while True:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
-        trial_id = study._pop_waiting_trial_id()  # ask() would make a new trial once the queue is empty
+        trial_id = pop_waiting_trial(study, storage)
         if trial_id is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return ran
@@ -224,7 +250,7 @@ def work(study, base, space, splits, search, params, heartbeat):
         ran += 1
         start = time.perf_counter()
         try:
-            with Heartbeat(study._storage, trial_id, heartbeat):
+            with Heartbeat(storage, trial_id, heartbeat):
                 state, value = run_trial(trial, base, space, splits, search, params, parent_id)
             trial.set_user_attr("seconds", time.perf_counter() - start)  # Optuna's only, never the outputs
         except BaseException:  # Ctrl-C, SIGTERM, a bug: the trial goes back to the queue for another worker
@@ -241,8 +267,8 @@ def node_worker(url, name, search, base, space, splits, params, heartbeat):
     """One more worker of a shared search, as a task on a cluster node: join the study the stage created in the
     shared storage, work until the queue is empty; return how many trials this worker ran."""
     quiet_optuna()
-    study, _ = open_search(url, name, search, None, heartbeat, params, base.variant)
-    return work(study, base, space, splits, search, params, heartbeat)
+    study, storage, _ = open_search(url, name, search, None, heartbeat, params, base.variant)
+    return work(study, storage, base, space, splits, search, params, heartbeat)
 
 
 def quiet_optuna():
@@ -456,7 +482,9 @@ def main():
     if cluster.address() and shared:  # an unreachable cluster or store is one line before the search is created
         check_store_for_nodes(params)
         cluster.connect(cluster.address())
-    study, created = open_search(url, name, search, base_values(base, space), args.heartbeat, params, args.variant)
+    study, storage, created = open_search(
+        url, name, search, base_values(base, space), args.heartbeat, params, args.variant
+    )
     print(f"tune {args.variant}: {'created' if created else 'joined'} Optuna study {name}", flush=True)
     start = time.perf_counter()
     splits = load_splits(args.split)
@@ -469,7 +497,7 @@ def main():
                 "TUNE_STORAGE to a PostgreSQL URL to spread them over the cluster (docs/cluster.md)",
                 flush=True,
             )
-        ran = work(study, base, space, splits, search, params, args.heartbeat)
+        ran = work(study, storage, base, space, splits, search, params, args.heartbeat)
         print(f"tune {args.variant}: this worker ran {ran} trial(s); the search's queue is empty", flush=True)
     if not outputs:  # a worker alone: the stage's run, which writes the outputs, re-scores and names the best
         print(f"tune {args.variant}: the stage's run (make tune) re-scores the leaders and writes the tuned setting")

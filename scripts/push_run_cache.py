@@ -24,6 +24,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pipeline/, from any working folder
+
 
 def run_records(cache_dir):
     """(key, value) of every run record in the local run-cache."""
@@ -52,23 +54,19 @@ def main():
         # DVC said why (no bucket, no credentials, a wrong endpoint): docs/team.md has each way out
         sys.exit("error: `dvc push --run-cache` failed (its message above); see docs/team.md, 'The remote'")
 
-    from dvc.repo import Repo
+    from pipeline.dvc_internals import push_run_records
+    from pipeline.errors import PipelineError
 
-    with Repo() as repo:
-        records = run_records(repo.cache.legacy.path)
-        objects = set()
-        for record in records:
-            try:
-                for objs in repo.stage_cache.get_used_objs([record]).values():
-                    objects |= objs
-            except Exception as e:  # an output gone from the local cache (dvc gc): skip that record
-                print(f"skipped run record {record[1][:12]}: {type(e).__name__}: {e}", file=sys.stderr)
-        try:
-            result = repo.cloud.push(objects, remote=args.remote)
-        except Exception as e:  # the remote went away between the two pushes: one line, not a traceback
-            sys.exit(f"error: pushing the run records' outputs failed ({type(e).__name__}: {str(e).splitlines()[0]})")
-    print(f"{len(records)} run records: {len(result.transferred)} outputs pushed, {len(result.failed)} failed")
-    sys.exit(1 if result.failed else 0)
+    try:
+        records, transferred, failed, skipped = push_run_records(run_records, remote=args.remote)
+    except PipelineError as e:  # another DVC than the one whose internals pipeline/dvc_internals.py reads
+        sys.exit(f"error: {e}")
+    except Exception as e:  # the remote went away between the two pushes: one line, not a traceback
+        sys.exit(f"error: pushing the run records' outputs failed ({type(e).__name__}: {str(e).splitlines()[0]})")
+    for record, e in skipped:
+        print(f"skipped run record {record[1][:12]}: {type(e).__name__}: {e}", file=sys.stderr)
+    print(f"{len(records)} run records: {len(transferred)} outputs pushed, {len(failed)} failed")
+    sys.exit(1 if failed else 0)
 
 
 if __name__ == "__main__":

@@ -86,13 +86,10 @@ def full_cache(project, text, stages=None):
     cache are removed first. None when `text` shows no full device."""
     if "[Errno 28]" not in text:
         return None
-    from dvc.repo import Repo
+    from pipeline.dvc_internals import cache_dir, stage_outputs
 
     stages = stages or stages_out_of_space(text)
-    with Repo(str(project)) as repo:
-        cache = Path(repo.cache.local.path)  # <cache dir>/files/md5; DVC's run-cache is <cache dir>/runs
-        cache = cache.parents[1] if cache.parts[-2:] == ("files", "md5") else cache
-        outs = [Path(o.fs_path) for s in repo.index.stages if s.name in stages for o in s.outs if o.use_cache]
+    cache, outs = cache_dir(project), stage_outputs(project, stages)
     need = sum(f.stat().st_size for o in outs for f in ([o] if o.is_file() else o.rglob("*")) if f.is_file())
     left = [f for f in cache.rglob(".*.tmp") if f.is_file()]  # DVC's own partial copies, never an object
     for f in left:
@@ -110,7 +107,7 @@ def full_cache(project, text, stages=None):
 
 def apply_overrides(project, overrides):
     """`-S [file:]key=value` into the params files, as `dvc exp run -S` does (DVC's own Hydra code)."""
-    from dvc.utils.hydra import apply_overrides as apply
+    from pipeline.dvc_internals import apply_overrides as apply
 
     by_file = {}
     for override in overrides:
@@ -127,22 +124,16 @@ PARALLEL = ("tune@", "train@")
 
 def stage_groups(project):
     """[(one kind's stage names, the names of the other stages they depend on, transitively)], in order."""
-    from dvc.repo import Repo
+    from pipeline.dvc_internals import stage_graph
 
-    with Repo(str(project)) as repo:
-        graph = repo.index.graph
-        import networkx as nx
-
-        groups = []
-        for prefix in PARALLEL:
-            # names, not addressings: an addressing is relative to the working folder ("study/dvc.yaml:train@...")
-            members = [s for s in graph if s.name.startswith(prefix)]
-            upstream = {u for s in members for u in nx.descendants(graph, s)}  # edges point to deps
-            if members:
-                groups.append(
-                    ([s.name for s in members], sorted(u.name for u in upstream if not u.name.startswith(PARALLEL)))
-                )
-        return groups
+    graph = stage_graph(project)
+    groups = []
+    for prefix in PARALLEL:
+        members = [name for name in graph if name.startswith(prefix)]
+        upstream = {u for name in members for u in graph[name]}
+        if members:
+            groups.append((members, sorted(u for u in upstream if not u.startswith(PARALLEL))))
+    return groups
 
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # pipeline/, from any working folder
@@ -167,13 +158,12 @@ def prune_lock(project):
     """Drop the dvc.lock entries of stages the project no longer has (a variant or seed taken out of params.yaml,
     a stage renamed): DVC keeps them, and what reads dvc.lock (a failed stage's restore advice, `dvc status`)
     would reason from them. The other entries stay byte for byte. Returns the names dropped."""
-    from dvc.repo import Repo
+    from pipeline.dvc_internals import stage_graph
 
     lock = project / "dvc.lock"
     if not lock.is_file():
         return []
-    with Repo(str(project)) as repo:
-        names = {stage.name for stage in repo.index.stages}
+    names = set(stage_graph(project))
     head, marker, body = lock.read_text().partition("\nstages:\n")
     blocks = re.split(r"(?m)^(?=  \S)", body)  # one block per stage: its name at two spaces' indent
     stale = [b for b in blocks if b.strip() and b.split(":", 1)[0].strip().strip("'\"") not in names]

@@ -100,6 +100,28 @@ def test_holm_by_hand(pvalues, adjusted):
     assert holm(pvalues) == pytest.approx(adjusted) if adjusted else holm(pvalues) == []
 
 
+def test_holm_gives_the_hand_written_step_down_bit_for_bit():
+    """statsmodels' Holm replaced a hand-written one: on 300 random families (ties, Nones, p near 1 included)
+    the two agree exactly, so every committed report and comparison.json stays byte for byte."""
+
+    def by_hand(pvalues):  # the code this replaced: sorted ascending, times m - rank, running max, capped at 1
+        present = [(p, i) for i, p in enumerate(pvalues) if p is not None]
+        m, adjusted, running = len(present), list(pvalues), 0.0
+        for rank, (p, i) in enumerate(sorted(present)):
+            running = max(running, min(1.0, (m - rank) * p))
+            adjusted[i] = running
+        return adjusted
+
+    rng = np.random.default_rng(0)
+    for _ in range(300):  # multipletests runs gc.collect() on every call: ~10 ms each under pytest
+        values = [float(p) for p in rng.uniform(0, 1, rng.integers(1, 9)) ** rng.uniform(0.2, 4)]
+        if rng.uniform() < 0.3:
+            values[0] = values[-1]  # a tie
+        if rng.uniform() < 0.3:
+            values[rng.integers(len(values))] = None
+        assert holm(values) == by_hand(values)
+
+
 @pytest.mark.parametrize(
     "pvalues, levels",
     [
