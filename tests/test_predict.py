@@ -152,7 +152,7 @@ def test_inputs_that_do_not_fit_are_one_line_each_and_write_nothing(checkpoint, 
     ]:
         result = predict_cli(given, "--split", split_dir, "--out", tmp_path / "p.csv")
         assert result.returncode == 2 and result.stderr.startswith(f"error: {message}"), result.stderr
-    assert "`dvc checkout " in result.stderr and "`dvc repro --force train@vanilla-1`" in result.stderr
+    assert "dvc " not in result.stderr  # a file no dvc.lock records: no way back is promised (tests/test_faults.py)
     assert not (tmp_path / "p.csv").exists()
 
 
