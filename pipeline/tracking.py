@@ -3,12 +3,16 @@
 The store (which one, its experiment, cleaning up after dead processes) is
 pipeline/mlflow_store.py's business; this module is what the stages call.
 
-Runs: one parent run `train@<variant>` per training stage, with one child run
-`train@<variant>/seed<k>` per seed (its curves, datasets and model). The
-evaluate stage adds the test metrics to each child and the aggregated ones
-(mean, std, interval over seeds) to the parent, so the UI's table shows one
-row per variant with its seeds folded under it. Tracking off
-(tracking.enabled: false) yields run objects that record nothing.
+Runs: one run `train@<variant>-<seed>` per train stage (its params, per-epoch
+curves, and, for the first seed, its model), then one run `evaluate@<variant>`
+per evaluate stage (with ` <DVC experiment>` appended inside a DVC
+experiment), which makes the variant's seed runs its children (tag
+`mlflow.parentRunId`), adds the test metrics to each seed's run and the
+aggregated ones (mean, std, interval over seeds), figures and history to its
+own. The tune pipeline adds a parent run `tune@<variant>` per search, with a
+child `<variant> trial <n>` per trial and `<variant> trial <n> seed <k>` per
+re-scoring run. Tracking off (tracking.enabled: false) yields run objects that
+record nothing.
 
 Nothing here writes into a DVC output: a seed's run carries the MD5 of its
 checkpoint (tag `checkpoint_md5`, DVC's hash of the file) and its path
