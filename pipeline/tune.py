@@ -241,6 +241,8 @@ def work(study, storage, base, space, splits, search, params, heartbeat):
     while True:
         optuna.storages.fail_stale_trials(study)  # a dead worker's trial: failed, and queued again
         trial_id = pop_waiting_trial(study, storage)
+        if trial_id is not None:  # the study reads through Optuna's cache of the storage: bring it up to date
+            study.get_trials(deepcopy=False)  # (a worker that joined has never read this trial: KeyError in Trial)
         if trial_id is None:
             if not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                 return ran

@@ -410,5 +410,8 @@ def test_a_shared_search_runs_its_workers_on_a_ray_cluster(tmp_path, hard_split,
     assert sorted(t.number for t in trials) == list(range(4)) and {t.state.name for t in trials} == {"COMPLETE"}
     rows = (tmp_path / "stage/trials/vanilla.csv").read_text().splitlines()[1:]
     assert len(rows) == 4
-    assert sorted(r.data.tags["trial"] for r in children) == ["0", "1", "2", "3"]
+    trial_runs = [r for r in children if "rescore_seed" not in r.data.tags]
+    assert sorted(r.data.tags["trial"] for r in trial_runs) == ["0", "1", "2", "3"]
+    rescored = [r.data.tags["trial"] for r in children if "rescore_seed" in r.data.tags]  # on the nodes too
+    assert len(rescored) == 2 and all(t.endswith(" seed 100") for t in rescored)
     assert all(r.data.params and "val_acc" in r.data.metrics for r in children)
