@@ -66,7 +66,11 @@ def test_ctrl_c_on_make_decide_says_where_each_stage_and_the_seeds_stopped(tmp_p
             pytest.fail(f"two train stages never ran at once: {decide.communicate()}")
         time.sleep(0.2)
     os.killpg(decide.pid, signal.SIGINT)
-    out, err = decide.communicate(timeout=120)
+    try:
+        out, err = decide.communicate(timeout=120)
+    finally:  # a failure leaves no endless training behind
+        if decide.poll() is None:
+            os.killpg(decide.pid, signal.SIGKILL)
     assert decide.returncode == 130 and "Traceback" not in out + err, out + err
     assert "interrupted: 2 train stage(s) were running, 1 not started" in out, out
     stopped = re.findall(r"^  (train@vanilla-\d): (.*)$", out, re.MULTILINE)

@@ -91,9 +91,14 @@ def test_ctrl_c_on_make_ui_stops_the_whole_server_in_one_line(tmp_path):
         [sys.executable, "scripts/mlflow-ui.py", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
     )  # fmt: skip
-    wait_for_url(f"http://127.0.0.1:{port}/", ui)
-    os.killpg(ui.pid, signal.SIGINT)
-    out, err = ui.communicate(timeout=60)
+    try:
+        wait_for_url(f"http://127.0.0.1:{port}/", ui)
+        os.killpg(ui.pid, signal.SIGINT)
+        out, err = ui.communicate(timeout=60)
+    finally:  # a failure leaves no server behind (the UI's `mlflow ui` has a process group of its own)
+        if ui.poll() is None:
+            os.killpg(ui.pid, signal.SIGKILL)
+        subprocess.run(["pkill", "-KILL", "-f", f"--port {port}"])
     assert ui.returncode == 130 and "Traceback" not in out + err, err
     assert out.splitlines()[-1] == f"stopped the MLflow UI at http://127.0.0.1:{port}"
     with socket.socket() as probe:
