@@ -97,19 +97,14 @@ def recorded(path):
     """What the nearest dvc.lock above `path` records for it: (project folder, stage, md5, whether the file or
     folder in the workspace is that version, whether the project's cache holds it), or None when no dvc.lock
     records it (a file outside any project, or one no stage wrote)."""
-    import yaml
-
     path = Path(path).resolve()
     project = next((d for d in path.parents if (d / "dvc.lock").is_file()), None)
     if project is None:
         return None
     rel = os.path.relpath(path, project)
-    stages = (yaml.safe_load((project / "dvc.lock").read_text()) or {}).get("stages", {})
-    for stage, entry in stages.items():
-        for out in entry.get("outs", []):
-            if os.path.normpath(out["path"]) == rel and out.get("md5"):
-                md5 = out["md5"]
-                return project, stage, md5, _workspace_is(path, md5, project), _in_cache(md5, project)
+    for stage, out, md5 in _lock_entries((project / "dvc.lock").read_text()):
+        if os.path.normpath(out) == rel and md5:
+            return project, stage, md5, _workspace_is(path, md5, project), _in_cache(md5, project)
     return None
 
 
@@ -154,12 +149,17 @@ def way_back(path, damaged_at_source=""):
     return f"re-run its stage with {rerun}" + (" (dvc.lock records this damaged file)" if is_recorded else "")
 
 
-def _lock_outs(text):
-    """{output path: md5} of a dvc.lock's text."""
+def _lock_entries(text):
+    """[(stage, output path, md5)] of a dvc.lock's text."""
     import yaml
 
     stages = (yaml.safe_load(text) or {}).get("stages", {})
-    return {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs", [])}
+    return [(name, out["path"], out.get("md5")) for name, stage in stages.items() for out in stage.get("outs", [])]
+
+
+def _lock_outs(text):
+    """{output path: md5} of a dvc.lock's text."""
+    return {path: md5 for _, path, md5 in _lock_entries(text)}
 
 
 def _in_cache(md5, cwd):
