@@ -24,8 +24,8 @@ from collections import defaultdict
 from pathlib import PurePosixPath
 
 from pipeline.errors import PipelineError, run_stage
+from pipeline.io import flatten, split_seed_key
 from pipeline.params import Params
-from pipeline.tracking import flatten
 
 # never a knob of the comparison: which seeds, where data and runs come from, how fast
 IGNORED = re.compile(
@@ -45,7 +45,7 @@ def _metrics_folder(params_file):
 
 def _metric_column(params_file):
     folder = re.escape(str(_metrics_folder(params_file)))
-    return re.compile(rf"^{folder}/(?P<variant>\w+)\.json:(?P<metric>(val|test)_acc)_seed(?P<seed>\d+)$")
+    return re.compile(rf"^{folder}/(?P<variant>\w+)\.json:(?P<key>\w+)$")
 
 
 def _flatten(data):
@@ -115,8 +115,9 @@ def entries(rows, params_file="params.yaml"):
         by_variant = defaultdict(lambda: {"val_acc": {}, "test_acc": {}})
         for column, value in row.items():
             match = metric_column.match(column)
-            if match and _present(value):
-                by_variant[match["variant"]][match["metric"]][match["seed"]] = value
+            metric, seed = (match and split_seed_key(match["key"])) or (None, None)
+            if metric in ("val_acc", "test_acc") and _present(value):
+                by_variant[match["variant"]][metric][seed] = value
         for variant, metrics in by_variant.items():
             seeds = sorted(set(metrics["val_acc"]) & set(metrics["test_acc"]))
             if seeds:

@@ -39,7 +39,7 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import loss_and_accuracy, predict
 from pipeline.errors import PipelineError, declare_outputs, run_stage
-from pipeline.io import read_json, save_torch, write_json
+from pipeline.io import per_seed, read_json, save_torch, seed_key, write_json
 from pipeline.params import load_params
 from pipeline.runtime import setup_torch
 from pipeline.stats import summary
@@ -68,7 +68,7 @@ def wide_history(histories):
         for key in CURVES:
             row[key] = sum(r[key] for r in records.values()) / len(records)
         for seed, record in records.items():
-            row.update({f"{key}_seed{seed}": record[key] for key in CURVES})
+            row.update({seed_key(key, seed): record[key] for key in CURVES})
         rows.append(row)
     return rows
 
@@ -111,7 +111,7 @@ def aggregate(per_seed, confidence):
             {f"{key}_{name}": stats[name] for name in ("mean", "std", "ci_low", "ci_high") if stats[name] is not None}
         )
     for seed, m in per_seed.items():
-        out.update({f"{key}_seed{seed}": value for key, value in m.items()})
+        out.update({seed_key(key, seed): value for key, value in m.items()})
     return out
 
 
@@ -169,7 +169,7 @@ def evaluate_variant(files, split_dir, settings, confidence, device):
         {
             "class": name,
             "accuracy": statistics.mean(acc[c] for acc in per_class_seed.values()),
-            **{f"accuracy_seed{seed}": acc[c] for seed, acc in per_class_seed.items()},
+            **{seed_key("accuracy", seed): acc[c] for seed, acc in per_class_seed.items()},
         }
         for c, name in enumerate(classes)
     ]
@@ -178,7 +178,7 @@ def evaluate_variant(files, split_dir, settings, confidence, device):
 
 def metrics_seeds(metrics):
     """The seeds of a flat metrics dict, in the order evaluate scored them (sorted)."""
-    return sorted(int(k.removeprefix("test_acc_seed")) for k in metrics if k.startswith("test_acc_seed"))
+    return list(per_seed(metrics, "test_acc"))
 
 
 def main():
@@ -214,7 +214,8 @@ def main():
             "seconds": seconds,
         }
         tracking.observe(f"evaluate/{args.variant}.json", observed)
-        run.record_evaluation(params, args.variant, files, scores, args.metrics)
+        outputs = (args.metrics, args.history, args.confusion, args.per_class)
+        run.record_evaluation(params, files, {**metrics, "latency_ms_per_batch": scores.latency}, outputs)
     ci = (
         f" [{metrics['test_acc_ci_low']:.4f}, {metrics['test_acc_ci_high']:.4f}]"
         if "test_acc_ci_low" in metrics

@@ -5,8 +5,6 @@ epoch, the mean under `val_acc` and each seed under `val_acc_seed<k>`) and
 its flat metrics (`test_acc_mean`, `test_acc_ci_low`, `test_acc_seed<k>`, ...).
 """
 
-import re
-
 import matplotlib
 
 matplotlib.use("Agg")  # files only; no display here or in CI
@@ -14,17 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-SEED_KEY = re.compile(r"^(?P<key>\w+?)_seed(?P<seed>\d+)$")
-
-
-def per_seed(record, key):
-    """{seed: value} of `key` in a flat record (metrics, or one epoch of a history)."""
-    out = {}
-    for name, value in record.items():
-        match = SEED_KEY.match(name)
-        if match and match["key"] == key:
-            out[int(match["seed"])] = value
-    return dict(sorted(out.items()))
+from pipeline.io import per_seed  # noqa: E402
 
 
 def seed_curves(history, key):

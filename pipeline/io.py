@@ -1,4 +1,6 @@
-"""Atomic writes: a stage that fails leaves the old file or none, never half a file.
+"""How the stages write files: atomically, under the names their readers parse.
+
+Atomic writes: a stage that fails leaves the old file or none, never half a file.
 
 A temp file or folder is named `.<name>.<pid>.<random>.tmp` beside its target,
 so that the next write into the same folder can tell one left by a killed
@@ -10,6 +12,7 @@ import errno
 import io
 import json
 import os
+import re
 import shutil
 import tempfile
 from contextlib import contextmanager
@@ -126,3 +129,38 @@ def save_torch(path, obj):
     buffer = io.BytesIO()
     torch.save(obj, buffer)
     write_bytes(path, buffer.getvalue())
+
+
+# A per-seed value in a metrics or history file is `<metric>_seed<k>` (test_acc_seed3): seed_key
+# writes that name and per_seed reads it, for every stage, the MLflow mirror and `make compare`.
+SEED_KEY = re.compile(r"^(?P<metric>\w+?)_seed(?P<seed>\d+)$")
+
+
+def seed_key(metric, seed):
+    return f"{metric}_seed{seed}"
+
+
+def split_seed_key(key):
+    """'test_acc_seed3' -> ('test_acc', 3); None for a key that names no seed."""
+    match = SEED_KEY.match(key)
+    return (match["metric"], int(match["seed"])) if match else None
+
+
+def per_seed(record, metric):
+    """{seed: value} of `metric` in a flat record (metrics, or one epoch of a history), by seed."""
+    values = {}
+    for key, value in record.items():
+        parts = split_seed_key(key)
+        if parts and parts[0] == metric:
+            values[parts[1]] = value
+    return dict(sorted(values.items()))
+
+
+def flatten(prefix, value):
+    """{'a': {'b': 1}} -> {'a.b': 1}: params by dotted name, as DVC and MLflow show them."""
+    if isinstance(value, dict):
+        out = {}
+        for key, inner in value.items():
+            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), inner))
+        return out
+    return {prefix: value}

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import socket
+import subprocess
 import sys
 import time
 import urllib.parse
@@ -52,6 +53,15 @@ def repo_root():
     start = Path(os.environ.get("DVC_ROOT") or os.getcwd()).resolve()
     outer = [p for p in (start, *start.parents) if (p / ".dvc").is_dir()]
     return outer[-1] if outer else start
+
+
+def git_commit():
+    """The commit a run's code came from (tag git_commit), or 'unknown' outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=repo_root(), timeout=10)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def tracking_uri():

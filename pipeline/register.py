@@ -75,7 +75,7 @@ def register(params, models_dir, metrics_dir, name, alias):
         "val_acc_mean": f"{metrics['val_acc_mean']:.4f}",
         "test_acc_mean": f"{metrics['test_acc_mean']:.4f}",
         "seeds": str(metrics["seeds"]),
-        "git_commit": tracking.git_commit(),
+        "git_commit": mlflow_store.git_commit(),
     }
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)

@@ -27,8 +27,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from pipeline.errors import PipelineError, declare_outputs, run_stage
-from pipeline.figures import curves_figure, differences_figure, per_seed, test_accuracy_figure, val_overlay
-from pipeline.io import atomic_path, read_json, write_json
+from pipeline.figures import curves_figure, differences_figure, test_accuracy_figure, val_overlay
+from pipeline.io import atomic_path, per_seed, read_json, seed_key, write_json
 from pipeline.params import load_params
 from pipeline.stats import holm, holm_levels, image_noise_se, seeds_to_decide, tost, verdict, welch, with_test_set
 
@@ -101,7 +101,7 @@ def still_improving(results, threshold):
     for name, r in results.items():
         history = r["history"]
         for seed in per_seed(history[0], "val_loss"):
-            losses = [row[f"val_loss_seed{seed}"] for row in history if f"val_loss_seed{seed}" in row]
+            losses = [row[seed_key("val_loss", seed)] for row in history if seed_key("val_loss", seed) in row]
             if len(losses) > 1 and losses[-1] < min(losses[:-1]) * (1 - threshold):
                 flagged.append((name, seed, len(losses), 1 - losses[-1] / min(losses[:-1])))
     return flagged

@@ -1,47 +1,24 @@
-"""Mirror the stages into MLflow; the DVC-tracked JSON stays the record.
+"""Mirror the stages into MLflow; the DVC-tracked files stay the record.
 
-The store (which one, its experiment, cleaning up after dead processes) is
-pipeline/mlflow_store.py's business; this module is what the stages call.
+What the stages call (the store itself is pipeline/mlflow_store.py's). It copies what the stages computed
+and wrote, and builds no result of its own. Runs: `train@<variant>-<seed>` (params, curves, the split as
+inputs, the first seed's model); `evaluate@<variant>` (` <DVC experiment>` appended inside one), the
+parent of its seeds' runs, which get their test metrics, with the aggregates and evaluate's output files;
+`tune@<variant>` per search, with a child per trial and per re-scoring run. Tracking off: runs that record
+nothing. A seed's run carries its checkpoint's MD5 (tag `checkpoint_md5`, DVC's hash): evaluate finds it so.
 
-Runs: one run `train@<variant>-<seed>` per train stage (its params, per-epoch
-curves, and, for the first seed, its model), then one run `evaluate@<variant>`
-per evaluate stage (with ` <DVC experiment>` appended inside a DVC
-experiment), which makes the variant's seed runs its children (tag
-`mlflow.parentRunId`), adds the test metrics to each seed's run and the
-aggregated ones (mean, std, interval over seeds), figures and history to its
-own. The tune pipeline adds a parent run `tune@<variant>` per search, with a
-child `<variant> trial <n>` per trial and `<variant> trial <n> seed <k>` per
-re-scoring run. Tracking off (tracking.enabled: false) yields run objects that
-record nothing.
+One API, MlflowClient by run id, so that a stage writes to several runs; the exception is the model, which
+MLflow logs only into the active run (Run.log_model resumes the seed's run for that one call).
 
-Nothing here writes into a DVC output: a seed's run carries the MD5 of its
-checkpoint (tag `checkpoint_md5`, DVC's hash of the file) and its path
-(`dvc_output`), and evaluate finds the run by that tag. Observations of one
-run, which differ every time (seconds per epoch, latency, run ids, host),
-go to MLflow and to observations/<stage>/<variant>*.json under the repo root:
-neither git nor DVC tracks that folder, and no stage reads it.
-
-What the stages call: one context manager per stage's run (`seed_run`,
-`variant_run`, `trial_run`), whose Run takes a per-epoch record (`log_epoch`)
-and, once the stage has written its DVC outputs, one per-stage record
-(`record_checkpoint`, `record_evaluation`). Everything else here serves those.
-
-Failure policy, the same for every stage:
-- a store that cannot be opened or cannot start the run fails the stage at
-  once, before any output is written (one line naming the URI and the way
-  out); DVC then runs the stage again once the store is back;
-- any later failure (a server gone, a full disk) is one warning on stderr,
-  after which that run logs nothing more: the DVC outputs are the record, so
-  the mirror never costs a stage its outputs;
-- a run's final status the store did not take is noted in
-  observations/mlflow-pending/ and set by the next command that opens the
-  store, which also ends as KILLED the runs of this host's dead processes.
+Failures: a store that cannot be opened or start the run fails the stage before it writes any output (one
+line naming the URI; DVC runs it again later); any later failure is one warning, after which that run logs
+nothing more; a final status or tag the store did not take is noted in observations/mlflow-pending/ and set
+by the next command that opens the store.
 """
 
 import hashlib
 import os
 import socket
-import subprocess
 import sys
 import time
 import warnings
@@ -49,25 +26,15 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.errors import first_line
-from pipeline.io import file_md5
+from pipeline.io import file_md5, flatten, split_seed_key
 from pipeline.mlflow_store import (
     TrackingError,
+    git_commit,
     note_pending_status,
     observe,  # noqa: F401  (the stages' tracking.observe)
     open_store,
-    repo_root,
     tracking_uri,
 )
-
-
-def flatten(prefix, value):
-    """{'a': {'b': 1}} -> {'a.b': 1}: MLflow params are flat strings."""
-    if isinstance(value, dict):
-        out = {}
-        for key, inner in value.items():
-            out.update(flatten(f"{prefix}.{key}" if prefix else str(key), inner))
-        return out
-    return {prefix: value}
 
 
 def resolved_params(params, variant):
@@ -80,14 +47,6 @@ def resolved_params(params, variant):
     return flatten("", used)
 
 
-def git_commit():
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=repo_root(), timeout=10)
-        return out.stdout.strip() or "unknown"
-    except OSError:
-        return "unknown"
-
-
 def warn(what, error):
     """One line on stderr: MLflow is a mirror, so its failures never cost a stage its outputs."""
     print(
@@ -98,7 +57,7 @@ def warn(what, error):
     )
 
 
-def _tags(params, variant, stage):
+def _tags(params, variant, stage, **extra):
     tags = {
         "variant": variant,
         "dvc_stage": f"{stage}@{variant}",
@@ -109,123 +68,58 @@ def _tags(params, variant, stage):
     }
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc_exp_name"] = os.environ["DVC_EXP_NAME"]
-    return tags
+    return {**tags, **{key: str(value) for key, value in extra.items()}}
 
 
 class Run:
-    """What the stages log into one run, by id. Every method is a no-op when tracking is off, and a
-    failure (a server gone, a full disk) is one warning, after which the run logs nothing more."""
+    """What the stages log into one run. Every method is a no-op when tracking is off, and a failure
+    (a server gone, a full disk) is one warning, after which the run logs nothing more."""
 
-    def __init__(self, mlflow=None, run_id=None):
-        self.mlflow, self.run_id, self.failed = mlflow, run_id, False
+    def __init__(self, client=None, run_id=None):
+        self.client, self.run_id, self.failed = client, run_id, False
         self.pending_tags = {}  # tags the store did not take: noted with the run's status, set at its next open
 
     def _mirror(self, what, action):
-        if not self.mlflow:
+        if not self.client:
             return
         try:
-            action(self.mlflow)
+            action(self.client)
         except Exception as e:
             warn(what, e)
-            self.mlflow, self.failed = None, True  # a dead server would cost a timeout per call
+            self.client, self.failed = None, True  # a dead server would cost a timeout per call
 
-    def link_checkpoint(self, md5, path=None):
-        """Tag the run with the MD5 (and DVC path) of the checkpoint it trained: evaluate finds it by that."""
-
-        tags = {"checkpoint_md5": md5, **({"dvc_output": str(path)} if path else {})}
-
-        def tag(mlflow):
-            client = mlflow.MlflowClient()
-            for key, value in tags.items():
-                client.set_tag(self.run_id, key, value)
-
-        self._mirror("the checkpoint's tag", tag)
-        if self.failed:  # evaluate finds the run by this tag: a store that was down gets it later
+    def set_tags(self, tags, what="tags", keep=False):
+        """`keep`: a tag evaluate needs (the checkpoint's MD5): a store that is down gets it at its next open."""
+        tags = {key: str(value) for key, value in tags.items()}
+        self._mirror(what, lambda c: [c.set_tag(self.run_id, key, value) for key, value in tags.items()])
+        if self.failed and keep:
             self.pending_tags.update(tags)
 
-    def record_checkpoint(self, checkpoint, path, with_model):
-        """After train wrote `path`: tag this run with its MD5 and path, and log the model when `with_model`."""
-        if self.run_id:  # a store that failed earlier in the run gets the tag at its next open
-            self.link_checkpoint(file_md5(path), path)
-        if self.mlflow and with_model:
-            self.log_model(checkpoint)
+    def log_params(self, values):
+        from mlflow.entities import Param
 
-    def record_evaluation(self, params, variant, files, scores, metrics_path):
-        """After evaluate wrote its outputs: each seed's test metrics onto the run that trained it (made a
-        child of this one), the variant's aggregates, its metrics file, figures and history onto this run."""
-        if not self.mlflow:
-            return
-        from pipeline.figures import confusion_figure, curves_figure
+        self._mirror("params", lambda c: c.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()]))
 
-        metrics, untracked = scores.metrics, []
-        for seed, path in files.items():
-            seed_run = checkpoint_run(params, file_md5(path))
-            if seed_run is None:
-                untracked.append(seed)
-                continue
-            self.adopt(seed_run)
-            # test metrics only: the seed's run already has val/train curves per epoch under those names
-            suffix = f"_seed{seed}"
-            test = {
-                k.removesuffix(suffix): v for k, v in metrics.items() if k.startswith("test_") and k.endswith(suffix)
-            }
-            existing_run(params, seed_run).log_metrics(test)
-        if untracked:
-            print(
-                f"MLflow: no run of this store trained seed(s) {untracked} of {Path(files[untracked[0]]).parent} "
-                "(restored by DVC, or trained against another store): their test metrics are on the variant's run only"
-            )
-        self.log_metrics(
-            {**{k: v for k, v in metrics.items() if "_seed" not in k}, "latency_ms_per_batch": scores.latency}
-        )
-        self.log_artifact(metrics_path)
-        classes = [record["class"] for record in scores.per_class]
-        title = f"{variant}: test confusion, summed over seeds"
-        self.log_figure(confusion_figure(scores.counts, classes, title), "confusion_matrix.png")
-        self.log_dict(scores.history, "history.json")
-        results = {variant: {"history": scores.history, "metrics": metrics}}
-        for key, label in (("acc", "accuracy"), ("loss", "cross-entropy loss")):
-            self.log_figure(curves_figure(results, key, label), f"{key}_curves.png")
+    def log_metrics(self, metrics, step=0):
+        from mlflow.entities import Metric
 
-    def adopt(self, child_run_id):
-        """Make a seed's run a child of this one, so that `mlflow ui` nests the seeds under their variant."""
-        self._mirror(
-            "the seed run's parent",
-            lambda m: m.MlflowClient().set_tag(child_run_id, "mlflow.parentRunId", self.run_id),
-        )
+        now = int(time.time() * 1000)
+        numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        batch = [Metric(k, float(v), now, step) for k, v in numbers.items()]
+        self._mirror("metrics", lambda c: c.log_batch(self.run_id, metrics=batch))
 
     def log_epoch(self, record):
         self.log_metrics({k: v for k, v in record.items() if k != "epoch"}, step=record["epoch"])
 
-    def log_metrics(self, metrics, step=0):
-        def log(mlflow):
-            from mlflow.entities import Metric
-
-            now = int(time.time() * 1000)
-            numbers = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-            mlflow.MlflowClient().log_batch(
-                self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in numbers.items()]
-            )
-
-        self._mirror("metrics", log)
-
-    def log_artifact(self, path):
-        self._mirror(f"artifact {path}", lambda mlflow: mlflow.MlflowClient().log_artifact(self.run_id, str(path)))
-
-    def log_figure(self, figure, name):
-        import matplotlib.pyplot as plt
-
-        self._mirror(f"figure {name}", lambda mlflow: mlflow.MlflowClient().log_figure(self.run_id, figure, name))
-        plt.close(figure)
-
-    def log_dict(self, data, name):
-        self._mirror(name, lambda mlflow: mlflow.MlflowClient().log_dict(self.run_id, data, name))
+    def log_artifact(self, path, folder=None):
+        self._mirror(f"artifact {path}", lambda c: c.log_artifact(self.run_id, str(path), folder))
 
     def log_dataset(self, split_dir, split, images, labels, dataset):
-        """The split as an MLflow input of the active run: its name, the split and a digest of its file."""
+        """The split as an input of the run: its name, the split and a digest of its file."""
 
-        def log(mlflow):
+        def log(client):
             import mlflow.data
+            from mlflow.entities import Dataset, DatasetInput, InputTag
 
             path = Path(split_dir) / f"{split}.pt"
             digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -238,17 +132,19 @@ class Run:
                     name=f"{dataset}-{split}",
                     digest=digest,
                 )
-            mlflow.log_input(data, context=split)
+            entity = Dataset(**data.to_dict())
+            client.log_inputs(self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", split)])])
 
         self._mirror(f"the {split} dataset", log)
 
     def log_model(self, checkpoint):
-        """The Checkpoint as a pyfunc that takes raw uint8 images (pipeline/serving.py), on the active run."""
+        """The Checkpoint as a pyfunc that takes raw uint8 images (pipeline/serving.py)."""
 
-        def log(mlflow):
+        def log(client):
             import tempfile
             from importlib.metadata import version
 
+            import mlflow
             import torch
 
             from pipeline import serving
@@ -256,114 +152,150 @@ class Run:
             with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
                 path = Path(tmp) / "checkpoint.pt"
                 torch.save(checkpoint.to_file_dict(), path)
-                # Naming the requirements skips MLflow's inference of them, which loads
-                # the model in a subprocess: ~6 s per model on 2 cores. The signature is
-                # given, so the "input example was not provided" warning only adds noise
-                # to every train stage's log (an example would be run through the model).
+                # named requirements skip MLflow's inference (~6 s a model); the example warning is noise
                 warnings.filterwarnings("ignore", ".*input example was not provided", UserWarning)
-                mlflow.pyfunc.log_model(
-                    name="model",
-                    # a model from code (serving.py ends with set_model), not a pickled object:
-                    # loading it runs our reviewed file, not CloudPickle's bytes (MLflow warns)
-                    python_model=str(serving.SOURCE),
-                    artifacts={"checkpoint": str(path)},
-                    code_paths=[str(serving.PIPELINE)],
-                    signature=serving.signature(checkpoint.classes),
-                    pip_requirements=[
-                        f"{package}=={version(package)}"
-                        for package in ("torch", "numpy", "pandas", "numba", "pydantic", "pyyaml", "filelock")
-                    ],
-                )
+                # The only fluent call (see the docstring): it logs into the active run, so resume ours;
+                # the stage ends it with its real status right after (record_checkpoint is its last step).
+                with mlflow.start_run(run_id=self.run_id):
+                    mlflow.pyfunc.log_model(
+                        name="model",
+                        # a model from code (serving.py ends with set_model), not a pickled object:
+                        # loading it runs our reviewed file, not CloudPickle's bytes (MLflow warns)
+                        python_model=str(serving.SOURCE),
+                        artifacts={"checkpoint": str(path)},
+                        code_paths=[str(serving.PIPELINE)],
+                        signature=serving.signature(checkpoint.classes),
+                        pip_requirements=[
+                            f"{package}=={version(package)}"
+                            for package in ("torch", "numpy", "pandas", "numba", "pydantic", "pyyaml", "filelock")
+                        ],
+                    )
 
         self._mirror("the model", log)
+
+    def record_checkpoint(self, checkpoint, path, with_model):
+        """After train wrote `path`: tag this run with its MD5 and DVC path (evaluate finds the run by them),
+        and log the model when `with_model`."""
+        if self.run_id:
+            self.set_tags({"checkpoint_md5": file_md5(path), "dvc_output": path}, "the checkpoint's tag", keep=True)
+        if with_model:
+            self.log_model(checkpoint)
+
+    def record_evaluation(self, params, files, metrics, outputs):
+        """After evaluate wrote `outputs`: each seed's run (found by its checkpoint in `files`, {seed: path})
+        made a child of this one, with its test metrics; the aggregates of `metrics` and the output files here."""
+        if not self.client:
+            return
+        by_seed = {split_seed_key(key): value for key, value in metrics.items() if split_seed_key(key)}
+        untracked = []
+        for seed, path in files.items():
+            seed_run_id = checkpoint_run(params, file_md5(path))
+            if seed_run_id is None:
+                untracked.append(seed)
+                continue
+            seed_run = attach(params, seed_run_id)
+            # mlflow ui nests a run under the one its mlflow.parentRunId names
+            seed_run.set_tags({"mlflow.parentRunId": self.run_id}, "the seed run's parent")
+            # test metrics only: the seed's run already has val/train curves per epoch under those names
+            test = {name: value for (name, of), value in by_seed.items() if of == seed and name.startswith("test_")}
+            seed_run.log_metrics(test)
+        if untracked:
+            print(
+                f"MLflow: no run of this store trained seed(s) {untracked} of {Path(files[untracked[0]]).parent} "
+                "(restored by DVC, or trained against another store): their test metrics are on the variant's run only"
+            )
+        self.log_metrics({key: value for key, value in metrics.items() if split_seed_key(key) is None})
+        for path in outputs:  # each output under its folder's name: metrics/<v>.json, history/<v>.json, ...
+            self.log_artifact(path, Path(path).parent.name)
 
     def end(self, status):
         """End the run; a store that fails now or failed before gets the status at its next open_store."""
         if self.run_id and not self.failed:
-            self._mirror(f"run status {status}", lambda m: m.MlflowClient().set_terminated(self.run_id, status))
+            self._mirror(f"run status {status}", lambda c: c.set_terminated(self.run_id, status))
         if self.run_id and self.failed:
             note_pending_status(self.run_id, status, self.pending_tags)
 
 
-@contextmanager
-def variant_run(params, variant, stage, params_path):
-    """The run of one variant's stage (evaluate: the parent of its seeds' runs), ended FINISHED,
-    or FAILED when the stage raises.
-
-    An unusable store fails the stage here, before any output is written; later failures are warnings.
-    """
+def _start(params, name, tags, parent_id=None):
+    """A new run in the store's experiment, or Run() when tracking is off. A store that cannot be opened or
+    cannot start the run is TrackingError, one line naming the URI, before the stage writes any output."""
     store = open_store(params)
     if store is None:
-        yield Run()
-        return
+        return Run()
     mlflow, experiment_id = store
     client = mlflow.MlflowClient()
+    if parent_id:
+        tags = {**tags, "mlflow.parentRunId": parent_id}
     try:
-        # a DVC experiment's name in its runs' names: two experiments' variant runs differ in the table
-        name = f"{stage}@{variant}" + (f" {os.environ['DVC_EXP_NAME']}" if os.environ.get("DVC_EXP_NAME") else "")
-        run = client.create_run(experiment_id, run_name=name, tags=_tags(params, variant, stage))
+        return Run(client, client.create_run(experiment_id, run_name=name, tags=tags).info.run_id)
     except Exception as e:
         raise TrackingError(
             f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {first_line(e)})"
         ) from None
-    parent = Run(mlflow, run.info.run_id)
-    parent._mirror(
-        "params",
-        lambda m: [client.log_param(run.info.run_id, k, v) for k, v in resolved_params(params, variant).items()],
-    )
-    parent.log_artifact(params_path)
+
+
+@contextmanager
+def _running(run):
+    """Yield `run`, then end it FINISHED, or FAILED when the stage raises (Ctrl-C included)."""
     try:
-        yield parent
+        yield run
     except BaseException:
-        parent.end("FAILED")
+        run.end("FAILED")
         raise
-    parent.end("FINISHED")
+    run.end("FINISHED")
+
+
+@contextmanager
+def variant_run(params, variant, stage, params_path):
+    """The run of one variant's stage (evaluate: the parent of its seeds' runs), with its params."""
+    # a DVC experiment's name in its runs' names: two experiments' variant runs differ in the table
+    name = f"{stage}@{variant}" + (f" {os.environ['DVC_EXP_NAME']}" if os.environ.get("DVC_EXP_NAME") else "")
+    run = _start(params, name, _tags(params, variant, stage))
+    run.log_params(resolved_params(params, variant))
+    run.log_artifact(params_path)
+    with _running(run):
+        yield run
 
 
 @contextmanager
 def seed_run(params, config, seed):
-    """The active run of one seed's training (stage train@<variant>-<seed>), ended FINISHED or FAILED.
-
-    As in variant_run, an unusable store fails the stage here, before any training.
-    evaluate@<variant> later makes it a child of the variant's run.
-    """
-    store = open_store(params) if params is not None else None
-    if store is None:
+    """The run of one seed's training (stage train@<variant>-<seed>); evaluate later makes it a child of the
+    variant's run. No params (a run on a cluster node): a run that records nothing."""
+    if params is None:
         yield Run()
         return
-    mlflow, experiment_id = store
     name = f"train@{config.variant}-{seed}"
-    tags = {**_tags(params, config.variant, "train"), "dvc_stage": name, "seed": str(seed)}
-    try:
-        active = mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags)
-    except Exception as e:
-        raise TrackingError(
-            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {first_line(e)})"
-        ) from None
-    run, status = Run(mlflow, active.info.run_id), "FINISHED"
-    run._mirror("params", lambda m: m.log_params({**flatten("", config.model_dump()), "seed": seed}))
-    try:
+    run = _start(params, name, _tags(params, config.variant, "train", dvc_stage=name, seed=seed))
+    run.log_params({**flatten("", config.model_dump()), "seed": seed})
+    with _running(run):
         yield run
-    except BaseException:
-        status = "FAILED"
-        raise
-    finally:
-        if run.mlflow:  # else a warning said so already, and the store would only time out again
-            try:
-                mlflow.end_run(status)
-            except Exception as e:
-                warn(f"seed {seed}'s run status", e)
-                run.failed = True
-        if run.failed:
-            note_pending_status(run.run_id, status, run.pending_tags)
+
+
+def search_parent(params, variant, study_name):
+    """The id of a new parent run for one variant's search (run `tune@<variant>`), or None when tracking
+    is off. Every worker of the search logs its trials under it (the id is kept in the Optuna study)."""
+    return _start(params, f"tune@{variant}", _tags(params, variant, "tune", optuna_study=study_name)).run_id
+
+
+@contextmanager
+def trial_run(params, parent_id, variant, number, values):
+    """A child of the search's run for one trial, with its params; the caller logs its curve and tags its
+    state. The store's failures are warnings here: the trial's result lives in Optuna."""
+    run = Run()
+    if parent_id:
+        tags = _tags(params, variant, "tune", trial=number)
+        try:
+            run = _start(params, f"{variant} trial {number}", tags, parent_id)
+        except TrackingError as e:
+            warn("the trial's run", e)
+    run.log_params(values)
+    with _running(run):
+        yield run
 
 
 def checkpoint_run(params, md5):
-    """The id of the newest run tagged with this checkpoint MD5, else None.
-
-    None when tracking is off, and when no run of this store trained that file:
-    DVC restored it from its cache, or a teammate trained it against another store.
-    """
+    """The id of the newest run tagged with this checkpoint MD5, else None: tracking is off, or no run of
+    this store trained that file (DVC restored it from its cache, or it was trained against another store)."""
     store = open_store(params)
     if store is None:
         return None
@@ -374,75 +306,14 @@ def checkpoint_run(params, md5):
     return runs[0].info.run_id if runs else None
 
 
-def existing_run(params, run_id):
-    """A Run that adds to a run made earlier (evaluate adds the test metrics to training's runs).
+def attach(params, run_id):
+    """A Run that adds to a run made earlier, in this process or another (a seed's run, a search's parent).
 
-    As in variant_run, a store that cannot be opened fails the stage (TrackingError,
-    one line naming the URI), before it writes any output: DVC then runs it again
-    once the store is back. Failures after that are warnings.
-    """
+    A store that cannot be opened fails the stage (TrackingError, one line), as in _start."""
     store = open_store(params) if run_id else None
-    return Run() if store is None else Run(store[0], run_id)
-
-
-def search_parent(params, variant, study_name):
-    """The id of a new parent run for one variant's search (run `tune@<variant>`), or None when tracking
-    is off. Every worker of the search logs its trials under it (the id is kept in the Optuna study)."""
-    store = open_store(params)
-    if store is None:
-        return None
-    mlflow, experiment_id = store
-    tags = {**_tags(params, variant, "tune"), "optuna_study": study_name}
-    try:
-        return mlflow.MlflowClient().create_run(experiment_id, run_name=f"tune@{variant}", tags=tags).info.run_id
-    except Exception as e:
-        raise TrackingError(
-            f"MLflow store {tracking_uri()} cannot start a run ({type(e).__name__}: {first_line(e)})"
-        ) from None
-
-
-@contextmanager
-def trial_run(params, parent_id, variant, number, values):
-    """A child run of the search's parent for one trial: its params, then (logged by the caller) its
-    per-epoch validation curve. The caller tags its state (COMPLETE, PRUNED, FAIL) and a failure
-    ends it FAILED. Failures of the store are warnings: the trial's result lives in Optuna."""
-    store = open_store(params) if parent_id else None
-    if store is None:
-        yield Run()
-        return
-    mlflow, experiment_id = store
-    tags = {
-        **_tags(params, variant, "tune"),
-        "mlflow.parentRunId": parent_id,
-        "trial": str(number),
-        "dvc_stage": f"tune@{variant}",
-    }
-    run = Run(mlflow)
-    run._mirror(
-        "the trial's run",
-        lambda m: setattr(
-            run,
-            "run_id",
-            m.MlflowClient().create_run(experiment_id, run_name=f"{variant} trial {number}", tags=tags).info.run_id,
-        ),
-    )
-    run._mirror(
-        "the trial's params", lambda m: [m.MlflowClient().log_param(run.run_id, k, v) for k, v in values.items()]
-    )
-    try:
-        yield run
-    except BaseException:
-        run.end("FAILED")
-        raise
-    run.end("FINISHED")
+    return Run() if store is None else Run(store[0].MlflowClient(), run_id)
 
 
 def tag(run, key, value):
     """Set one tag on a Run (a warning, not a failure, when the store fails)."""
-    run._mirror(f"tag {key}", lambda m: m.MlflowClient().set_tag(run.run_id, key, str(value)))
-
-
-def parent_run(params, run_id):
-    """A Run for the search's parent made by search_parent (in this or another worker)."""
-    store = open_store(params) if run_id else None
-    return Run() if store is None else Run(store[0], run_id)
+    run.set_tags({key: value}, f"tag {key}")

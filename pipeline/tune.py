@@ -35,7 +35,7 @@ from pipeline import cluster, tracking
 from pipeline.data import split_file
 from pipeline.errors import PipelineError, declare_outputs, first_line, run_stage
 from pipeline.fitting import fit, fit_seed, load_splits, prepare
-from pipeline.io import atomic_path, file_md5, read_json, write_json
+from pipeline.io import atomic_path, file_md5, read_json, seed_key, write_json
 from pipeline.params import ParamsError, RunConfig, load_params
 from pipeline.search import apply, base_values, load_search, space_of, suggest
 
@@ -511,7 +511,7 @@ def main():
     result, tuned = summary(study, rows, base, space, search, scores)
     for trial, per_seed in scores.items():  # the trials table: each candidate's score with each re-scoring seed
         row = next(r for r in rows if r["trial"] == trial)
-        row.update({f"val_acc_seed{seed}": score for seed, score in zip(search.rescore.seeds, per_seed, strict=True)})
+        row.update({seed_key("val_acc", s): score for s, score in zip(search.rescore.seeds, per_seed, strict=True)})
     columns = {key: None for r in rows for key in r}
     rows = [{**columns, **r} for r in rows]
     tracking.observe(  # this run's timings: observations/, never a DVC output
@@ -525,7 +525,7 @@ def main():
             ],
         },
     )
-    parent = tracking.parent_run(params, study.user_attrs.get(PARENT))
+    parent = tracking.attach(params, study.user_attrs.get(PARENT))
     parent.log_metrics({"best_val_acc": result["best_val_acc"], "pruned": result["pruned"]})
     parent.end("FINISHED")
     if args.trials:

@@ -23,3 +23,15 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
             raise RuntimeError("stage crashed")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_per_seed_keys_are_written_and_read_in_one_place():
+    from pipeline.io import per_seed, seed_key, split_seed_key
+
+    record = {seed_key("test_acc", s): s / 100 for s in (10, 2, 0)}
+    record.update(test_acc_mean=0.5, val_acc_seed3=0.9, best_epoch_seed2=7)
+    assert seed_key("test_acc", 10) == "test_acc_seed10"
+    assert split_seed_key("best_epoch_seed2") == ("best_epoch", 2)
+    assert split_seed_key("test_acc_mean") is None and split_seed_key("seed2") is None
+    assert list(per_seed(record, "test_acc").items()) == [(0, 0.0), (2, 0.02), (10, 0.1)]  # by seed, not by text
+    assert per_seed(record, "val_acc") == {3: 0.9} and per_seed(record, "loss") == {}
