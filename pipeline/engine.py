@@ -97,7 +97,7 @@ def train_one_epoch(model, optimizer, data, settings, generator, scheduler=None)
         if erase:
             x = random_erasing(x, erase, generator)
         logits = model(x)
-        loss = F.cross_entropy(logits, y)
+        loss = F.cross_entropy(logits, y, label_smoothing=settings.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -14,7 +14,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from pipeline.choices import ACTIVATIONS, ARCHITECTURES, DATASETS, OPTIMIZERS, SCHEDULERS
 from pipeline.errors import PipelineError
@@ -42,6 +42,22 @@ class Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
 
+class Knobs(Section):
+    """A section of knobs (model.*, train.*): the schema says which exist, params.yaml's comments what each does.
+
+    A knob added after results were recorded has a default that turns it off (0), and is left out of every
+    dump while it is at it: the run configs that results were trained from stay byte for byte, so a new
+    capability re-runs nothing (docs/extending.md, "Add a knob")."""
+
+    @model_serializer(mode="wrap")
+    def _without_knobs_at_default(self, handler):
+        data = handler(self)
+        for name, field in type(self).model_fields.items():
+            if not field.is_required() and name in data and getattr(self, name) == field.default:
+                del data[name]
+        return data
+
+
 class Data(Section):
     dataset: _choice(DATASETS)
     split_seed: Annotated[int, Field(ge=0)]
@@ -64,14 +80,14 @@ Penalty = Annotated[float, Field(ge=0)]
 Widths = Annotated[list[Count], NonEmpty]
 
 
-class Model(Section):
+class Model(Knobs):
     activation: _choice(ACTIVATIONS)
     dropout: Rate
     weight_decay: Penalty
     mlp_hidden: Widths
 
 
-class ModelRead(Section):
+class ModelRead(Knobs):
     """The model keys one variant reads (Variant.keys_read); the others are null, so that
     changing model.dropout changes the dropout variant's run config only."""
 
@@ -81,7 +97,7 @@ class ModelRead(Section):
     mlp_hidden: Widths | None
 
 
-class TrainSettings(Section):
+class TrainSettings(Knobs):
     """train.* without the seeds: what one seed's run reads (a run config holds it)."""
 
     threads: Count
@@ -99,6 +115,7 @@ class TrainSettings(Section):
     scheduler_patience: Annotated[int, Field(ge=0)]
     scheduler_step_size: Count
     early_stopping_patience: Count
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.0  # added later: 0 (off) changes no run config
 
 
 class Train(TrainSettings):

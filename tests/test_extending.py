@@ -32,12 +32,19 @@ def apply(patch, folder, *options):
     subprocess.run(["git", "apply", *options, "-"], cwd=folder, input=patch, text=True, check=True)
 
 
-def test_the_page_has_four_recipes_and_every_patch_applies_to_the_current_code():
-    assert re.findall(r"^## (.+)$", DOC, re.M) == ["Add a variant", "Add a metric", "Add a dataset", "Add a stage"]
-    for title in ("Add a variant", "Add a metric", "Add a stage"):
+def test_the_page_has_five_recipes_and_every_patch_applies_to_the_current_code():
+    titles = ["Add a knob", "Add a variant", "Add a metric", "Add a dataset", "Add a stage"]
+    assert re.findall(r"^## (.+)$", DOC, re.M) == titles
+    for title, landed in (
+        ("Add a knob", True),
+        ("Add a variant", False),
+        ("Add a metric", False),
+        ("Add a stage", False),
+    ):
         patch, _ = recipe(title)
         assert patch
-        result = subprocess.run(["git", "apply", "--check", "-"], cwd=ROOT, input=patch, text=True, capture_output=True)
+        check = ["git", "apply", "--check", *(["-R"] if landed else []), "-"]  # the knob's patch is in the code
+        result = subprocess.run(check, cwd=ROOT, input=patch, text=True, capture_output=True)
         assert result.returncode == 0, f"{title}: {result.stderr}"
 
 
@@ -118,3 +125,35 @@ def test_add_a_stage(tmp_path, idx_folder, monkeypatch):
     stage = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]["confusions"]
     imported = {m.replace(".", "/") + ".py" for m in test_dependencies.closure("pipeline.confusions")}
     assert imported - set(test_dependencies.NOT_DEPS) == {d for d in stage["deps"] if d.startswith("pipeline/")}
+
+
+def lock_outs(repo):
+    return {
+        name: stage.get("outs") for name, stage in yaml.safe_load((repo / "dvc.lock").read_text())["stages"].items()
+    }
+
+
+def test_add_a_knob_changes_no_run_config_and_retrains_to_the_same_bytes(tmp_path, idx_folder):
+    patch, commands = recipe("Add a knob")
+    *landing, experiment = commands
+    params = shrunk_params(idx_folder[0], **{"train.seeds": [0, 1]})
+    params["variants"] = {"vanilla": params["variants"]["vanilla"]}
+    del params["train"]["label_smoothing"]
+    repo, env = make_project(tmp_path, params)
+    apply(patch, repo, "-R", "--exclude=params.yaml")  # the code before the knob (params.yaml: written here)
+    commit_and_run(repo, env, [["dvc", "repro"]])
+    configs, before = (repo / "data/config/vanilla.json").read_bytes(), lock_outs(repo)
+    apply(patch, repo, "--exclude=params.yaml")  # the knob lands
+    params["train"]["label_smoothing"] = 0.0
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit_and_run(repo, env, [landing[0]])  # dvc repro check
+    assert (repo / "data/config/vanilla.json").read_bytes() == configs
+    status = run(["dvc", "status"], repo, env).stdout
+    assert "pipeline/engine.py" in status and "pipeline/params.py" in status
+    assert "data/config" not in status and "params.yaml" not in status  # no run's settings changed
+    output = "".join(run(command, repo, env).stdout for command in landing[1:])
+    assert output.endswith("Data and pipelines are up to date.\n")
+    assert lock_outs(repo) == before  # the retrained seed's checkpoint and every other output as they were
+    run(experiment, repo, env)  # the knob on: the vanilla seeds train again, to other weights
+    assert json.loads((repo / "data/config/vanilla.json").read_text())["train"]["label_smoothing"] == 0.1
+    assert lock_outs(repo)["train@vanilla-0"] != before["train@vanilla-0"]
