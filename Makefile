@@ -76,7 +76,7 @@ test: setup data
 	$(VENV)/bin/python -m pytest
 
 # The edit-test loop: every test but those marked slow (the real dvc, mlflow and servers end to end).
-test-fast: setup
+test-fast: setup data
 	$(VENV)/bin/python -m pytest -m "not slow"
 
 # The experiments table, narrowed to what differs and to the mean accuracies over seeds;
