@@ -61,6 +61,17 @@ if [ -z "${MLFLOW_BACKEND_STORE_URI:-}" ]; then
   as_owner=()  # PostgreSQL refuses to run as root: root runs it as the postgres user
   if [ "$(id -u)" = 0 ]; then
     as_owner=(runuser -u postgres --)
+    mkdir -p "$(dirname "$pgdata")"
+    if ! runuser -u postgres -- test -x "$(dirname "$pgdata")"; then
+      # the postgres user cannot reach the folder (a clone under root's home, which is mode 700)
+      if [ -n "${PGDATA:-}" ]; then
+        echo "error: PGDATA $pgdata is in a folder the postgres user cannot reach; choose one it can (e.g. under /var/lib/postgresql)" >&2
+        exit 2
+      fi
+      home=$(getent passwd postgres | cut -d: -f6)
+      pgdata="$home/mlflow-server-$(printf '%s' "$state" | md5sum | cut -c1-12)"  # one per checkout
+      echo "PostgreSQL's data: $pgdata (the postgres user cannot reach $state; PGDATA chooses another place)"
+    fi
     mkdir -p "$pgdata" && chown postgres: "$pgdata"
   fi
   if [ ! -s "$state/db-password" ]; then  # made once, readable by this user only
