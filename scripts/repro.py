@@ -23,7 +23,9 @@ largest train.threads; on a Ray cluster (--address or RAY_ADDRESS), the train
 stages count the cluster's CPUs instead: each stage still runs here under DVC,
 which records it, and ships its training to a node (pipeline/cluster.py,
 docs/cluster.md). Each stage's output goes to observations/repro/<stage>.log
-(git-ignored); a failed stage's last lines are printed, the stages already running
+(git-ignored); a failed stage's one-line error is printed (once: another stage that
+failed with the same line says "failed the same way"; a stage without one shows
+the end of its log), the stages already running
 finish (their results are valid and recorded), no new one starts, and the exit
 status is DVC's. Ctrl-C stops every stage and prints each one's last line.
 """
@@ -242,11 +244,24 @@ def last_line(log):
     return (own or lines or ["(nothing printed yet)"])[-1]
 
 
+def failure(stage, log, said):
+    """What a failed stage said: its own one line (once: stages that failed alike, a store that refused every
+    one of them, say "the same way"), else the end of its log (a traceback, DVC's own error)."""
+    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
+    own = [line for line in lines if line.startswith("error: ")]
+    if not own:
+        return f"{stage} failed; the end of {log}:\n" + "\n".join(f"  {line}" for line in lines[-6:])
+    if own[-1] in said:
+        return f"{stage} failed the same way ({log})"
+    said.add(own[-1])
+    return f"{stage} failed ({log}):\n  {own[-1]}"
+
+
 def run_parallel(project, stages, count, pull, kind="train"):
     """Run `stages` (each `dvc repro -s`) with `count` at once; return the first failure's status, else 0."""
     logs = project / "observations" / "repro"
     logs.mkdir(parents=True, exist_ok=True)
-    pending, running, failed, no_space = list(stages), {}, 0, []
+    pending, running, failed, no_space, said = list(stages), {}, 0, [], set()
 
     def one(stage):
         start = time.perf_counter()
@@ -272,8 +287,7 @@ def run_parallel(project, stages, count, pull, kind="train"):
                 bar.update()
                 if code:
                     text = (logs / f"{stage}.log").read_text()
-                    tqdm.write(f"{stage} failed (exit {code}); the end of {logs / stage}.log:")
-                    tqdm.write("\n".join(f"  {line}" for line in text.splitlines()[-6:]))
+                    tqdm.write(failure(stage, logs / f"{stage}.log", said))
                     no_space += [stage] if "[Errno 28]" in text else []
                     failed = failed or code
                 elif bar.disable:

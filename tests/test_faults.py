@@ -13,6 +13,7 @@ import torch
 from helpers import (
     IDX_NAMES,
     ROOT,
+    free_port,
     make_project,
     run,
     shrunk_params,
@@ -401,3 +402,21 @@ def test_raw_files_damaged_at_their_source_get_the_step_that_repairs_them(tmp_pa
         "fail their pinned checksums and tries the next of data.sources; or fix data.sources; then "
         "`dvc repro --force download`"
     )
+
+
+def test_stages_that_fail_alike_under_repro_say_so_once(tmp_path):
+    """Two train stages at once, both refused by the same MLflow store (nothing listens at its address): the
+    store's one line is printed once, the second stage says it failed the same way."""
+    params = shrunk_params(tmp_path / "mirror", **{"tracking.enabled": True})
+    write_idx_folder(tmp_path / "mirror")
+    params["variants"] = {"vanilla": params["variants"]["vanilla"]}
+    repo, env = make_project(tmp_path, params)
+    env = {**env, "PIPELINE_WORKERS": "2", "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{free_port()}"}
+    result = run([sys.executable, "scripts/repro.py"], repo, env, check=False)
+    assert result.returncode != 0
+    lines = (result.stdout + result.stderr).splitlines()
+    refusals = [line for line in lines if line.startswith("  error: MLflow store http://127.0.0.1:")]
+    assert len(refusals) == 1, lines
+    failed = sorted(line.split(" failed")[0] for line in lines if " failed (" in line or " failed the same way" in line)
+    assert failed == ["train@vanilla-0", "train@vanilla-1"], lines
+    assert sum(" failed the same way (" in line for line in lines) == 1
