@@ -151,10 +151,12 @@ def pop_waiting_trial(study, storage):
 
     What Optuna 5.0's private Study._pop_waiting_trial_id does (optuna/study/study.py, lines 1071-1092), with
     the storage's public methods: the state change is atomic, so two workers never take one trial. Not
-    Study.ask(): once the queue is empty it makes a new trial, past the budget, while another worker's last
-    trial still runs; and Study.optimize with MaxTrialsCallback counts finished trials, so a worker would ask
-    for more while others run theirs, and the retry of a dead worker's trial (a FAIL then a WAITING copy)
-    would count twice.
+    Study.ask() (study.py, lines 590-592: `trial_id = self._pop_waiting_trial_id()`, and when it is None,
+    `self._storage.create_new_trial(...)`): once the queue is empty it makes a new trial, past the budget,
+    while another worker's last trial still runs; and not Study.optimize with MaxTrialsCallback
+    (optuna/_callbacks.py, lines 59-63: `study.stop()` once the finished trials reach n_trials): it counts
+    finished trials, so a worker asks for more while others run theirs, and the retry of a dead worker's
+    trial (a FAIL then a WAITING copy) would count twice.
     """
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
