@@ -131,7 +131,9 @@ def test_a_pipeline_logs_to_the_team_server_and_the_champion_resolves(server, tm
     logged = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
     assert logged["test_acc_mean"] == pytest.approx(metrics["test_acc_mean"])
     listed = rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}")
-    assert {"params.yaml", "vanilla.json"} <= {f["path"] for f in listed["files"]}
+    assert {"params.yaml", "metrics", "history", "confusion", "per_class"} <= {f["path"] for f in listed["files"]}
+    listed = rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={parent['info']['run_id']}&path=metrics")
+    assert [f["path"] for f in listed["files"]] == ["metrics/vanilla.json"]
 
     s3 = boto3.client(
         "s3",
