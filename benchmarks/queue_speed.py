@@ -2,7 +2,7 @@
 
 In a temp git repo (the project's files, synthetic IDX data, two variants,
 a few epochs on 6,000 images, train.threads=1):
-  sequential: `dvc exp run -S model.dropout=<v>` four times;
+  sequential: `dvc exp run -S variants.dropout.model.dropout=<v>` four times;
   queued:     the same four with `--queue`, then `dvc queue start -j 2`,
               the run-cache emptied first so nothing is restored.
 Prints both wall times and the ratio.
@@ -40,13 +40,13 @@ def main():
 
         start = time.perf_counter()
         for value in VALUES:
-            run(["dvc", "exp", "run", "-S", f"model.dropout={value}"], repo, env)
+            run(["dvc", "exp", "run", "-S", f"variants.dropout.model.dropout={value}"], repo, env)
         sequential = time.perf_counter() - start
 
         run(["git", "checkout", "--", "params.yaml"], repo, env)
         shutil.rmtree(repo / ".dvc" / "cache" / "runs", ignore_errors=True)
         for value in VALUES:
-            run(["dvc", "exp", "run", "--queue", "-S", f"model.dropout={value}"], repo, env)
+            run(["dvc", "exp", "run", "--queue", "-S", f"variants.dropout.model.dropout={value}"], repo, env)
         start = time.perf_counter()
         run(["dvc", "queue", "start", "-j", "2"], repo, env)
         while re.search(r"\b(Queued|Running)\b", run(["dvc", "queue", "status"], repo, env).stdout):

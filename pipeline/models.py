@@ -1,7 +1,7 @@
 """LeNet-5, an MLP of about the same size and a family of small CNNs, built from a variant's features.
 
 Variants are data: build_model() looks the architecture and activation up in
-the dicts below; batch norm and dropout are switches all three honour, and a
+the dicts below; batch norm (on or off) and dropout (a rate) all three honour, and a
 `cnn` variant's shape (conv layers, width, kernel, residual block) is a map of
 its own in params.yaml.
 """
@@ -152,14 +152,14 @@ ARCHITECTURES = {
 }
 
 
-def build_model(variant, model_params):
-    """The network for one variant (params.Variant) with the shared params.Model settings."""
-    return ARCHITECTURES[variant.arch](
+def build_model(architecture, model_params):
+    """The network a run config describes: its architecture (params.Architecture) and model values (ModelRead)."""
+    return ARCHITECTURES[architecture.arch](
         activation=model_params.activation,
-        batchnorm=variant.batchnorm,
-        dropout=model_params.dropout if variant.dropout else 0.0,
+        batchnorm=architecture.batchnorm,
+        dropout=model_params.dropout if architecture.dropout else 0.0,
         hidden=model_params.mlp_hidden,
-        cnn=variant.cnn,
+        cnn=architecture.cnn,
     )
 
 

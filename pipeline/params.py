@@ -1,7 +1,9 @@
 """params.yaml as typed, frozen pydantic models, checked before any work is done.
 
-params.yaml is the single source of truth: no field here has a default, so a
-missing key is an error, and so is an unknown one (extra="forbid"). The valid
+params.yaml is the single source of truth: no setting here has a default, so a
+missing key is an error, and so is an unknown one (extra="forbid"). The exceptions
+are a variant's optional features (absent is off) and knobs added after results
+were recorded (Knobs: their default is off and leaves every run config as it was). The valid
 choices are pipeline/choices.py's names (a test keeps them equal to the keys of
 the dicts that implement them), so the schema imports no model or kernel code
 and a kernel edit re-runs training only. Strict mode: YAML's `true` is not an
@@ -81,15 +83,23 @@ Widths = Annotated[list[Count], NonEmpty]
 
 
 class Model(Knobs):
+    """model.*: every variant's values, unless it sets its own under variants.<name>.model."""
+
     activation: _choice(ACTIVATIONS)
-    dropout: Rate
-    weight_decay: Penalty
+    dropout: Rate  # 0 = off: no dropout layer at all
+    weight_decay: Penalty  # 0 = off
     mlp_hidden: Widths
+
+    def keys_read(self, arch):
+        """The keys a variant of architecture `arch` with these values reads: a regulariser only when on."""
+        keys = ["activation"]
+        keys += [key for key in ("dropout", "weight_decay") if getattr(self, key) > 0]
+        return keys + (["mlp_hidden"] if arch == "mlp" else [])
 
 
 class ModelRead(Knobs):
-    """The model keys one variant reads (Variant.keys_read); the others are null, so that
-    changing model.dropout changes the dropout variant's run config only."""
+    """The model keys one variant reads (Model.keys_read); the others are null, so that a value
+    no variant of an architecture reads (mlp_hidden for LeNet-5, a rate that is 0) is not in its run config."""
 
     activation: _choice(ACTIVATIONS)
     dropout: Rate | None
@@ -180,7 +190,11 @@ class CnnShape(Section):
 
 
 class Architecture(Section):
-    """What a variant builds: the network and its features (models.build_model)."""
+    """The run config's record of what a variant builds (models.build_model) and which regularisers are on.
+
+    dropout and weight_decay here say whether the variant's rate is above 0 (Params.run_config derives
+    them); the rates are the run config's model values. The booleans are kept so that every run config
+    recorded before variants held rates stays byte for byte, and so does every result trained from one."""
 
     arch: _choice(ARCHITECTURES)
     batchnorm: bool
@@ -189,24 +203,30 @@ class Architecture(Section):
     # The shape of an `arch: cnn` variant: required there, refused elsewhere (Params checks).
     cnn: CnnShape | None = None
 
-    def keys_read(self):
-        """The model params keys this variant's training reads (besides train.*)."""
-        keys = ["activation"]
-        if self.dropout:
-            keys.append("dropout")
-        if self.weight_decay:
-            keys.append("weight_decay")
-        if self.arch == "mlp":
-            keys.append("mlp_hidden")
-        return keys
 
+class Variant(Section):
+    """One variant: a set of values. Absent features are off; model.* and train.* values it does not set
+    are the shared ones (e.g. `dropout: {arch: lenet5, model: {dropout: 0.3}}`, `model: {dropout: 0}` off)."""
 
-class Variant(Architecture):
-    # Optional, absent from the LeNet-5 variants: train.* and model.* values this
-    # variant alone sets differently (e.g. train: {hflip: true}, model: {activation:
-    # tanh}); the small-CNN study and the sweep use them.
-    train: dict[str, Any] = Field(default_factory=dict)
+    arch: _choice(ARCHITECTURES)
+    batchnorm: bool = False
+    cnn: CnnShape | None = None  # the shape of an `arch: cnn` variant: required there, refused elsewhere
+    # model.* and train.* values of this variant alone (not seeds: every variant trains on train.seeds)
     model: dict[str, Any] = Field(default_factory=dict)
+    train: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _rates_not_switches(cls, data):
+        """The switches `dropout: true` and `weight_decay: true` of params files before rates: one line on how."""
+        for key in ("dropout", "weight_decay") if isinstance(data, dict) else ():
+            if key in data:
+                got = str(data[key]).lower() if isinstance(data[key], bool) else repr(data[key])
+                raise ValueError(
+                    f"sets {key}: {got}, but {key} is a value, not a switch: give the variant "
+                    f"model: {{{key}: <value>}} (0 or absent = off)"
+                )
+        return data
 
 
 class RunConfig(Section):
@@ -260,35 +280,39 @@ class Params(Section):
 
     def run_config(self, name):
         """The RunConfig of variant `name`: its architecture, the model keys it reads, its train settings."""
-        variant, shared = self.variant(name), self.model_for(name)
-        model = {key: None for key in ModelRead.model_fields}
-        model.update({key: getattr(shared, key) for key in variant.keys_read()})
+        variant, values = self.variant(name), self.model_for(name)
+        read = values.keys_read(variant.arch)
         return RunConfig(
             variant=name,
-            architecture=Architecture(**variant.model_dump(exclude={"train", "model"})),
-            model=ModelRead(**model),
+            architecture=Architecture(
+                **variant.model_dump(include={"arch", "batchnorm", "cnn"}),
+                dropout="dropout" in read,
+                weight_decay="weight_decay" in read,
+            ),
+            model=ModelRead(**{key: getattr(values, key) if key in read else None for key in ModelRead.model_fields}),
             train=TrainSettings(**self.train_for(name).model_dump(exclude={"seeds"})),
         )
 
     def model_for(self, name):
-        """The model section as variant `name` sees it: model.* with its own `model:` overrides, each a key
-        the variant reads (an override it would ignore is a mistake, not a no-op)."""
+        """The model section as variant `name` sees it: model.* with its own `model:` values, each a key its
+        architecture reads (mlp_hidden on a LeNet-5 would be ignored: a mistake, not a no-op)."""
         variant = self.variant(name)
         for key in variant.model:
             if key not in Model.model_fields:
                 raise ValueError(
                     f"unknown key variants.{name}.model.{key}; valid keys here: {', '.join(Model.model_fields)}"
                 )
-            if key not in variant.keys_read():
-                raise ValueError(
-                    f"variants.{name}.model.{key}: variant {name} does not read model.{key} "
-                    f"(it reads {', '.join(variant.keys_read())})"
-                )
         try:
-            return Model.model_validate({**self.model.model_dump(), **variant.model})
+            values = Model.model_validate({**self.model.model_dump(), **variant.model})
         except ValidationError as e:
             error = e.errors()[0]
             raise ValueError(one_line({**error, "loc": ("variants", name, "model", *error["loc"])})) from None
+        if "mlp_hidden" in variant.model and "mlp_hidden" not in values.keys_read(variant.arch):
+            raise ValueError(
+                f"variants.{name}.model.mlp_hidden: variant {name} (arch {variant.arch}) does not read "
+                "model.mlp_hidden; only arch mlp does"
+            )
+        return values
 
     def train_for(self, name):
         """The train section as variant `name` sees it: train.* with its own `train:` overrides."""

@@ -165,7 +165,10 @@ def check_dimension(where, variant, config, key, dimension):
         raise ParamsError(f"{where}: {section} has no searchable key {name!r} (valid: {', '.join(valid)})")
     base = getattr(settings, name)
     if base is None:
-        raise ParamsError(f"{where}: variant {variant} does not read {key} (its architecture leaves it out)")
+        why = (
+            "its rate is 0: off" if key in ("model.dropout", "model.weight_decay") else "its architecture leaves it out"
+        )
+        raise ParamsError(f"{where}: variant {variant} does not read {key} ({why})")
     if isinstance(base, bool) and dimension.choices is None:
         raise ParamsError(f"{where}: {key} is true/false: give choices: [false, true]")
     for value in dimension.choices if dimension.choices is not None else (dimension.low, dimension.high):

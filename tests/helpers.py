@@ -100,6 +100,14 @@ def serve_folder(folder):
         server.server_close()
 
 
+def build(params, name):
+    """The network of variant `name` of `params` (params.Params) as its train stage builds it: from its run config."""
+    from pipeline.models import build_model
+
+    config = params.run_config(name)
+    return build_model(config.architecture, config.model)
+
+
 def write_params(tmp_path, **overrides):
     """The shrunk real params (see shrunk_params) as tmp_path/params.yaml: its path."""
     path = Path(tmp_path) / "params.yaml"

@@ -46,7 +46,16 @@ def test_queued_grid_and_a_bad_value(project):
     repo, env = project
     params_before = (repo / "params.yaml").read_bytes()
     run(
-        ["dvc", "exp", "run", "--queue", "-S", "model.dropout=0.1,0.2", "-S", "variants.dropout.batchnorm=true"],
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--queue",
+            "-S",
+            "variants.dropout.model.dropout=0.1,0.2",
+            "-S",
+            "+variants.dropout.batchnorm=true",
+        ],
         repo,
         env,
     )
@@ -70,7 +79,7 @@ def test_queued_grid_and_a_bad_value(project):
     ]
     combos = {
         (
-            str(e["data"]["params"]["params.yaml"]["data"]["model"]["dropout"]),
+            str(e["data"]["params"]["params.yaml"]["data"]["variants"]["dropout"]["model"]["dropout"]),
             str(e["data"]["params"]["params.yaml"]["data"]["variants"]["dropout"]["batchnorm"]).lower(),
         )
         for e in done
@@ -96,7 +105,7 @@ def test_queued_grid_and_a_bad_value(project):
     # the compare command ranks the configurations by mean val accuracy: against each experiment's own
     # metrics file, read from git (an experiment is a commit), not from `dvc exp show`
     ranked, changed = rank(flat_rows(exp_show(repo)), variant="dropout")
-    assert changed == ["model.dropout", "variants.dropout.batchnorm"]
+    assert sorted(changed) == ["variants.dropout.batchnorm", "variants.dropout.model.dropout"]
     val = {
         e["name"]: json.loads(run(["git", "show", f"{e['rev']}:metrics/dropout.json"], repo, env).stdout) for e in done
     }
@@ -135,12 +144,12 @@ def test_a_bad_value_fails_before_any_output_is_removed(project, override, messa
 
 def test_same_experiment_again_comes_from_the_run_cache(project):
     repo, env = project
-    first = run(["dvc", "exp", "run", "-S", "model.dropout=0.4"], repo, env).stdout
+    first = run(["dvc", "exp", "run", "-S", "variants.dropout.model.dropout=0.4"], repo, env).stdout
     assert "Running stage 'train@dropout-0'" in first
     assert "Running stage 'train@vanilla" not in first and "Stage 'evaluate@vanilla' didn't change" in first
     metrics = (repo / "metrics/dropout.json").read_text()
-    run(["dvc", "exp", "run", "-S", "model.dropout=0.3"], repo, env)
-    again = run(["dvc", "exp", "run", "-S", "model.dropout=0.4"], repo, env).stdout
+    run(["dvc", "exp", "run", "-S", "variants.dropout.model.dropout=0.3"], repo, env)
+    again = run(["dvc", "exp", "run", "-S", "variants.dropout.model.dropout=0.4"], repo, env).stdout
     assert "Stage 'train@dropout-0' is cached - skipping run" in again, again
     assert (repo / "metrics/dropout.json").read_text() == metrics
 

@@ -4,9 +4,9 @@ import typing
 
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, build
 
-from pipeline.models import ACTIVATIONS, LeNet5, SmallCNN, build_model, count_parameters
+from pipeline.models import ACTIVATIONS, LeNet5, SmallCNN, count_parameters
 from pipeline.params import Model, load_params
 
 PARAMS = load_params(ROOT / "params.yaml")
@@ -58,13 +58,13 @@ def test_small_cnn_sees_the_28x28_image_and_matches_the_textbook_build():
 
 
 def test_mlp_is_within_one_percent_of_lenet5():
-    mlp = build_model(PARAMS.variants["mlp"], PARAMS.model)
+    mlp = build(PARAMS, "mlp")
     assert abs(count_parameters(mlp) - LENET5_HAND_COUNT) / LENET5_HAND_COUNT < 0.01
 
 
 @pytest.mark.parametrize("name", list(PARAMS.variants))
 def test_every_variant_maps_a_batch_to_ten_logits(name):
-    model = build_model(PARAMS.variants[name], PARAMS.model).eval()
+    model = build(PARAMS, name).eval()
     assert model(torch.zeros(3, 1, 32, 32)).shape == (3, 10)
 
 
@@ -76,10 +76,10 @@ def test_params_accepts_exactly_the_activations_models_implements():
 
 
 def test_dropout_variant_has_dropout_layers_at_the_configured_rate():
-    model = build_model(PARAMS.variants["dropout"], PARAMS.model)
+    model = build(PARAMS, "dropout")
     rates = [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)]
-    assert rates == [PARAMS.model.dropout]  # one module, applied after fc1 and fc2
-    vanilla = build_model(PARAMS.variants["vanilla"], PARAMS.model)
+    assert rates == [PARAMS.model_for("dropout").dropout]  # one module, applied after fc1 and fc2
+    vanilla = build(PARAMS, "vanilla")
     assert not [m for m in vanilla.modules() if isinstance(m, torch.nn.Dropout)]
 
 

@@ -88,9 +88,17 @@ REAL["variants"]["cnn"] = {**REAL["variants"]["vanilla"], "arch": "cnn", "cnn": 
         (("variants", "dropout", "model"), {"dropout": 1.5}, "variants.dropout.model.dropout must be < 1, got 1.5"),
         (
             ("variants", "vanilla", "model"),
-            {"dropout": 0.5},
-            "variants.vanilla.model.dropout: variant vanilla does not read model.dropout (it reads activation)",
+            {"mlp_hidden": [10]},
+            "variants.vanilla.model.mlp_hidden: variant vanilla (arch lenet5) does not read model.mlp_hidden; only",
         ),
+        # the switches of params files from before rates: the line says what to write instead
+        (
+            ("variants", "vanilla", "dropout"),
+            True,
+            "variants.vanilla sets dropout: true, but dropout is a value, not a switch: give the variant "
+            "model: {dropout: <value>} (0 or absent = off)",
+        ),
+        (("variants", "vanilla", "weight_decay"), False, "variants.vanilla sets weight_decay: false, but weight_decay"),
     ],
 )
 def test_bad_params_name_the_key(path, value, message):
@@ -144,8 +152,7 @@ def test_a_second_pipelines_file_sets_its_own_keys_over_its_base(tmp_path):
     sub = write_sub(
         tmp_path,
         "base: ../params.yaml\ntrain: {seeds: [4]}\nreport: {baseline: tanh}\ntracking: {experiment: x}\n"
-        "variants:\n  tanh: {arch: lenet5, batchnorm: false, dropout: false, weight_decay: false,"
-        " model: {activation: tanh}}\n",
+        "variants:\n  tanh: {arch: lenet5, model: {activation: tanh}}\n",
     )
     params, base = load_params(sub), validate(REAL)
     assert params.train.seeds == [4] and params.train.lr == base.train.lr and params.data == base.data
@@ -182,8 +189,9 @@ def test_the_sweep_is_activation_by_batchnorm_by_dropout():
 
     sweep = load_params(ROOT / "sweep/params.yaml")
     cells = set()
-    for name, variant in sweep.variants.items():
-        model = build_model(variant, sweep.run_config(name).model)
+    for name in sweep.variants:
+        config = sweep.run_config(name)
+        model = build_model(config.architecture, config.model)
         activation = type(model.act3).__name__.lower()
         rate = next((m.p for m in model.modules() if type(m).__name__ == "Dropout" and m.p > 0), 0)
         batchnorm = any("BatchNorm" in type(m).__name__ for m in model.modules())
@@ -197,8 +205,9 @@ def test_exponents_without_a_dot_are_numbers_as_dvc_reads_them(tmp_path):
     text = (ROOT / "params.yaml").read_text().replace("weight_decay: 5.0e-4", "weight_decay: 5e-4")
     assert "weight_decay: 5e-4" in text
     (tmp_path / "params.yaml").write_text(text)
-    assert load_params(tmp_path / "params.yaml").model.weight_decay == 5e-4
-    assert yaml.safe_load(text)["model"]["weight_decay"] == "5e-4"  # what plain PyYAML would have read
+    assert load_params(tmp_path / "params.yaml").model_for("weight_decay").weight_decay == 5e-4
+    plain = yaml.safe_load(text)["variants"]["weight_decay"]["model"]["weight_decay"]
+    assert plain == "5e-4"  # what plain PyYAML would have read
 
 
 def test_a_run_config_holds_what_its_variant_reads_and_no_seeds():
@@ -206,13 +215,29 @@ def test_a_run_config_holds_what_its_variant_reads_and_no_seeds():
     params = validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
     vanilla, dropout = params.run_config("vanilla"), params.run_config("dropout")
     assert "seeds" not in vanilla.train.model_dump() and vanilla.train.lr == params.train.lr
-    assert vanilla.model.dropout is None and dropout.model.dropout == params.model.dropout
+    assert vanilla.model.dropout is None and dropout.model.dropout == params.model_for("dropout").dropout > 0
+    assert not vanilla.architecture.dropout and dropout.architecture.dropout  # the record of a rate above 0
     assert params.run_config("mlp").model.mlp_hidden == params.model.mlp_hidden and vanilla.model.mlp_hidden is None
-    changed = dict(yaml.safe_load((ROOT / "params.yaml").read_text()))
-    changed["model"] = {**changed["model"], "dropout": 0.5}
+    changed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    changed["variants"]["dropout"]["model"] = {"dropout": 0.5}
     changed["train"] = {**changed["train"], "seeds": [0, 1, 2, 3]}
     other = validate(changed)
     assert other.run_config("vanilla") == vanilla and other.run_config("dropout") != dropout
+
+
+def test_a_shared_rate_applies_to_every_variant_without_its_own():
+    """model.* is every variant's value unless it sets its own: a shared dropout rate turns dropout on for the
+    variants without one (their run configs record it, as the dropout variant's does), and 0 turns it off."""
+    params = validate(yaml.safe_load((ROOT / "params.yaml").read_text()))
+    changed = yaml.safe_load((ROOT / "params.yaml").read_text())
+    changed["model"]["dropout"] = 0.5
+    changed["variants"]["batchnorm"]["model"] = {"dropout": 0}
+    other = validate(changed)
+    for name in ("vanilla", "weight_decay", "mlp"):
+        config = other.run_config(name)
+        assert config.architecture.dropout and config.model.dropout == 0.5, name
+    assert other.run_config("dropout") == params.run_config("dropout")  # its own 0.3
+    assert other.run_config("batchnorm") == params.run_config("batchnorm")  # its own 0: off, as before
 
 
 def test_stage_exits_2_with_one_line(tmp_path):

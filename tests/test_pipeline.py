@@ -145,7 +145,7 @@ def test_changing_dropout_reruns_only_the_dropout_variant(reproduced):
     repo, env, _ = reproduced
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "results"], repo, env)
-    out = run(["dvc", "exp", "run", "-S", "model.dropout=0.5"], repo, env).stdout
+    out = run(["dvc", "exp", "run", "-S", "variants.dropout.model.dropout=0.5"], repo, env).stdout
     ran = set(re.findall(r"Running stage '([^']+)'", out))
     # check reads every param; dropout's run config changed, no other
     assert ran == {"check", "train@dropout-0", "train@dropout-1", "evaluate@dropout", "report"}, out

@@ -20,7 +20,7 @@ SECTIONS = ("data", "model", "train", "evaluate", "report", "tracking")
 
 
 def leaves(node, prefix=""):
-    """{dotted key: value} of params.yaml's settings, and one variant's (vanilla's) own keys."""
+    """{dotted key: value} of params.yaml's settings, and two variants' own (batchnorm's switch, dropout's rate)."""
     if isinstance(node, dict):
         return {k: v for key, child in node.items() for k, v in leaves(child, f"{prefix}{key}.").items()}
     return {prefix[:-1]: node}
@@ -40,7 +40,8 @@ def bad_values(value):
 def probes():
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     keys = {k: v for s in SECTIONS for k, v in leaves(params[s], f"{s}.").items()}
-    keys |= leaves(params["variants"]["vanilla"], "variants.vanilla.")
+    keys |= leaves(params["variants"]["batchnorm"], "variants.batchnorm.")
+    keys |= leaves(params["variants"]["dropout"]["model"], "variants.dropout.model.")
     return [(key, kind, value) for key, good in keys.items() for kind, value in bad_values(good)]
 
 

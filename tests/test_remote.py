@@ -71,7 +71,7 @@ def test_a_fresh_clone_pulls_everything_and_trains_nothing(team):
 
 def test_experiments_travel_through_git_and_the_remote(team):
     tmp, repo, env, _ = team
-    run(["dvc", "exp", "run", "-n", "drop05", "-S", "model.dropout=0.5"], repo, env)
+    run(["dvc", "exp", "run", "-n", "drop05", "-S", "variants.dropout.model.dropout=0.5"], repo, env)
     metrics = (repo / "metrics/dropout.json").read_text()
     checkpoint = digest(repo / "data/models/dropout/seed0.pt")
     run(["git", "checkout", "--", "."], repo, env)
@@ -91,7 +91,9 @@ def test_experiments_travel_through_git_and_the_remote(team):
 def test_a_run_pushed_with_its_outputs_is_restored_from_the_run_cache_for_a_teammate(team):
     """`dvc push --run-cache` alone leaves a run's outputs behind (docs/team.md); the script sends them too."""
     tmp, repo, env, _ = team
-    run(["dvc", "exp", "run", "-S", "model.dropout=0.6"], repo, env)  # run, not shared as an experiment
+    run(
+        ["dvc", "exp", "run", "-S", "variants.dropout.model.dropout=0.6"], repo, env
+    )  # run, not shared as an experiment
     metrics = (repo / "metrics/dropout.json").read_text()
     run(["git", "checkout", "--", "."], repo, env)
     run(["dvc", "checkout"], repo, env)
@@ -99,7 +101,7 @@ def test_a_run_pushed_with_its_outputs_is_restored_from_the_run_cache_for_a_team
     assert "0 failed" in pushed, pushed
 
     mate = clone(tmp, env, "mate4")
-    restored = run(["dvc", "exp", "run", "--pull", "-S", "model.dropout=0.6"], mate, env).stdout
+    restored = run(["dvc", "exp", "run", "--pull", "-S", "variants.dropout.model.dropout=0.6"], mate, env).stdout
     assert "Stage 'train@dropout-0' is cached - skipping run" in restored, restored
     assert "Running stage 'train@" not in restored and "Running stage 'evaluate@" not in restored
     assert (mate / "metrics/dropout.json").read_text() == metrics

@@ -77,9 +77,9 @@ def test_adding_a_seed_trains_that_seed_only(project):
 def test_metrics_diff_between_two_experiments_lists_only_results(project):
     repo, env = project
     for name, value in (("low", "0.1"), ("high", "0.5")):
-        run(["dvc", "exp", "run", "-n", name, "-S", f"model.dropout={value}"], repo, env)
+        run(["dvc", "exp", "run", "-n", name, "-S", f"variants.dropout.model.dropout={value}"], repo, env)
     diff = json.loads(run(["dvc", "metrics", "diff", "low", "high", "--json"], repo, env).stdout)
-    # only the variant that reads model.dropout changed, and so did its comparison with vanilla
+    # only the variant whose rate changed changed, and so did its comparison with vanilla
     assert set(diff) == {"metrics/dropout.json", "comparison.json"}
     keys = set(diff["metrics/dropout.json"])
     assert keys and {k for k in keys if not RESULT_KEY.match(k)} == set(), keys

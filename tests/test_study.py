@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 import yaml
-from helpers import ROOT, make_project, run, shrunk_params, synthetic_images, write_idx_folder
+from helpers import ROOT, build, make_project, run, shrunk_params, synthetic_images, write_idx_folder
 
 from pipeline.compare import exp_show, flat_rows, rank
 from pipeline.fitting import fit_seed
-from pipeline.models import build_model, count_parameters
+from pipeline.models import count_parameters
 from pipeline.params import load_params
 
 STUDY = load_params(ROOT / "study/params.yaml")
@@ -71,7 +71,7 @@ def test_the_study_profile_holds_the_studys_rows():
     base = flat_config("cnn4")
     for name, change in ROWS.items():
         differs = {k: v for k, v in flat_config(name).items() if base[k] != v}
-        for switch in ("dropout", "weight_decay"):  # a switch off: its model value is not read
+        for switch in ("dropout", "weight_decay"):  # a rate of 0: recorded off, its value not read
             if change.get(switch) is False:
                 change = {**change, f"model.{switch}": None}
         assert differs == change, name
@@ -81,7 +81,7 @@ def test_the_study_profile_holds_the_studys_rows():
     assert len(augmentations) == 8
     two = {k: v for k, v in flat_config("cnn2_res").items() if flat_config("cnn2")[k] != v}
     assert two == {"cnn.residual": True}  # against cnn2, with its 60 epochs
-    sizes = {name: count_parameters(build_model(v, STUDY.run_config(name).model)) for name, v in STUDY.variants.items()}
+    sizes = {name: count_parameters(build(STUDY, name)) for name in STUDY.variants}
     assert sizes["cnn2"] == 50378 and sizes["cnn4"] == sizes["cnn4_flip"] == sizes["cnn4_adam_step"] == CNN4_HAND_COUNT
     assert sizes["cnn4_k1"] == CNN4_K1_HAND_COUNT == 47050
     assert sizes["cnn4_res"] == CNN4_HAND_COUNT + RESIDUAL_256 and sizes["cnn4_nobn"] == CNN4_NOBN_HAND_COUNT
@@ -103,7 +103,7 @@ def test_the_wide_rows_are_cnn4_wider():
         ).model_dump(exclude={"variant", "architecture"})
     # 4 blocks from 64 channels: 64-128-256-512, 1.5M parameters
     w64 = (9 * 64 + 64 + 128) + (64 * 128 * 9 + 128 + 256) + (128 * 256 * 9 + 256 + 512) + (256 * 512 * 9 + 512 + 1024)
-    assert count_parameters(build_model(WIDE.variants["cnn4_w64"], WIDE.run_config("cnn4_w64").model)) == w64 + 5130
+    assert count_parameters(build(WIDE, "cnn4_w64")) == w64 + 5130
 
 
 @pytest.mark.parametrize("row", ["cnn2_res", "cnn4_k1", "cnn4_adam_step", "cnn4_flip_erase"])
@@ -169,9 +169,7 @@ def test_the_study_runs_apart_from_the_default_pipeline_and_a_row_is_one_set_awa
     for name in ("cnn2", "cnn4_flip"):
         metrics = json.loads((repo / f"study/metrics/{name}.json").read_text())
         assert metrics["seeds"] == 2
-        assert metrics["parameters"] == count_parameters(
-            build_model(written.variants[name], written.run_config(name).model)
-        )
+        assert metrics["parameters"] == count_parameters(build(written, name))
     report = (repo / "study/report.md").read_text()
     assert "cnn2 − cnn4_flip" in report
 

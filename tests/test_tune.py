@@ -104,7 +104,10 @@ def _search_file(tmp_path, edit):
         (lambda t: t["space"]["train"].update(lr={"low": 0.2}), "tune.space.train.lr: needs low and high"),
         (lambda t: t["space"]["train"].update(momentum={"low": 0.5, "high": 1.5}), "1.5 is not a valid train.momentum"),
         (lambda t: t["space"]["train"].update(threads={"choices": [1]}), "no searchable key 'threads'"),
-        (lambda t: t["variants"]["vanilla"].update(model={"dropout": {"low": 0, "high": 1}}), "vanilla does not read"),
+        (
+            lambda t: t["variants"]["vanilla"].update(model={"dropout": {"low": 0, "high": 1}}),
+            "vanilla does not read model.dropout (its rate is 0: off)",
+        ),
         (lambda t: t["variants"].pop("mlp"), "tune.variants must list every variant"),
         (lambda t: t.update(trials=0), "tune.trials: Input should be greater than or equal to 1"),
         (lambda t: t["pruner"].update(kind="median"), "tune.pruner.kind: Input should be 'percentile' or 'none'"),
