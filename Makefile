@@ -81,11 +81,13 @@ test-fast: setup data
 
 # The experiments table, narrowed to what differs and to the mean accuracies over seeds;
 # `make exps REV=<commit>` for the experiments of an older commit, `make exps STUDY=1` for the study's.
+# comparison.json's columns but the verdict: DVC names them <variant>.<key> when no other file has the key
+COMPARED := diff|ci_low|ci_high|boot_low|boot_high|p|p_holm|p_tost|p_tost_holm|seeds_needed
 exps: setup
-	dvc $(if $(STUDY),--cd study) exp show --only-changed --md $(if $(REV),--rev $(REV)) \
-	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|comparison.json:[^.]*[.](?!verdict$$).*|(data|plots)/|metrics$$|pipeline/|Created|[.][.]/params.yaml:'
+	@dvc $(if $(STUDY),--cd study) exp show --only-changed --md $(if $(REV),--rev $(REV)) \
+	  --drop 'metrics/[^:]*:(?!(test|val)_acc_mean$$).*|comparison.json:[^.]*[.](?!verdict$$).*|[^.:/]+[.]($(COMPARED))$$|(data|plots)/|metrics$$|pipeline/|Created|[.][.]/params.yaml:'
 
 # `mlflow ui` on the local store, printing the page to open per experiment: its training runs with the
 # mean accuracies as columns (plain `mlflow ui` opens the GenAI overview; scripts/mlflow-ui.py says why).
 ui: setup
-	python scripts/mlflow-ui.py $(if $(PORT),--port $(PORT))
+	@python scripts/mlflow-ui.py $(if $(PORT),--port $(PORT))
