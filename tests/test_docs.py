@@ -2,6 +2,7 @@
 shrunk project (tests/reader.py), and what a page shows a command printing is what it prints. A block that
 cannot run here says so in its page (`<!-- skip: next "why" -->`); the count of those is checked below."""
 
+import io
 import os
 import re
 import shutil
@@ -10,36 +11,81 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import ROOT, free_port, make_project, run, shrunk_params, stop_queue_workers, write_idx_folder
+import yaml
+from helpers import (
+    ROOT,
+    TUNE_FILES,
+    free_port,
+    make_project,
+    postgres,
+    run,
+    shrunk_params,
+    shrunk_search,
+    stop_queue_workers,
+    write_idx_folder,
+)
 from PIL import Image
 from reader import Reader
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedSeq
+from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.slow
 
 PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 # Pages whose blocks no test reads yet: issue 31's harness covers them page by page (docs/tests.md).
-NOT_YET_READ = {
-    "docs/extending.md",
-    "docs/study.md",
-    "docs/sweep.md",
-    "docs/team.md",
-    "docs/tuning.md",
-}
+NOT_YET_READ = {"docs/team.md"}
 CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 # A shrunk project's predictions are of synthetic blocks: a class is a value like a number.
 CLASS_MASK = [("|".join(re.escape(c) for c in CLASSES), "<class>")]
 
 
-def docs_project(tmp_path, variants=("vanilla", "batchnorm", "dropout", "weight_decay", "mlp"), **overrides):
-    """A shrunk project a reader can type the README's commands in: the Makefile, the scripts, the venv."""
+SUB_PROJECTS = {"study": ("cnn2", "cnn4"), "sweep": ("relu", "tanh_d05")}
+
+
+def shrink_in_place(text, shrunk):
+    """`text` (the real params.yaml) with the values that differ in `shrunk` replaced, its layout and comments
+    kept (ruamel's round trip), so that a patch a page shows applies to it as to the real file."""
+    yaml = YAML()
+    document = yaml.load(text)
+
+    def update(node, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                update(node[key], value)
+            elif node.get(key) != value:
+                if isinstance(value, list):
+                    value = CommentedSeq(value)
+                    value.fa.set_flow_style()
+                node[key] = value
+
+    update(document, shrunk)
+    out = io.StringIO()
+    yaml.dump(document, out)
+    return out.getvalue()
+
+
+def docs_project(tmp_path, **overrides):
+    """A shrunk project a reader can type the pages' commands in: params.yaml as the real file with the shrunk
+    values, the Makefile, the scripts, the tune pipeline's params, the venv."""
     mirror = tmp_path / "mirror"
     write_idx_folder(mirror)
     params = shrunk_params(mirror, **{"train.epochs": 1, **overrides})
-    params["variants"] = {name: params["variants"][name] for name in variants}
     repo, env = make_project(tmp_path, params)
-    for name in ("Makefile", "requirements.txt", "scripts", "pyproject.toml", ".pre-commit-config.yaml"):
+    (repo / "params.yaml").write_text(shrink_in_place((ROOT / "params.yaml").read_text(), params))
+    names = ("Makefile", "requirements.txt", "scripts", "pyproject.toml", ".pre-commit-config.yaml", "tune/params.yaml")
+    for name in (*names, *TUNE_FILES, "tests/test_dependencies.py"):  # a page's patch may touch a test
         source, target = ROOT / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copytree(source, target, dirs_exist_ok=True) if source.is_dir() else shutil.copy(source, target)
+    for folder, rows in SUB_PROJECTS.items():  # the study and the sweep, with the rows their pages name
+        for name in ("dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore"):
+            source, target = ROOT / folder / name, repo / folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source, target) if source.is_dir() else shutil.copy(source, target)
+        sub = shrunk_params(mirror, f"{folder}/params.yaml")
+        sub["variants"] = {row: sub["variants"][row] for row in rows}
+        (repo / folder / "params.yaml").write_text(yaml.safe_dump(sub, sort_keys=False))
     # The venv is the suite's own (make's setup finds it installed: its requirements are older than the venv).
     (repo / ".venv").symlink_to(Path(env["PATH"].split(os.pathsep)[0]).parent)
     os.utime(repo / "requirements.txt", (0, 0))
@@ -104,7 +150,7 @@ def test_tests_page(reproduced, tmp_path):
     assert len(reader.skipped) == 1 and (repo / ".git/hooks/pre-commit").is_file()  # make test(-fast): the suite
 
 
-def setup_pipeline(repo):
+def setup_pipeline(repo, env):
     """The page's images, made as it says: a dark test-set sneaker on white, 168x112; a pullover with margins, 40x52."""
     from pipeline.data import load_split
 
@@ -115,8 +161,8 @@ def setup_pipeline(repo):
     Image.fromarray(np.pad(pullover, ((12, 12), (6, 6)))).save(repo / "pullover-with-margins.png")
 
 
-def options(page):
-    """How a page is read on a shrunk project: its masks, and what a reader there types instead."""
+def options(page, repo=None):
+    """How a page is read on a shrunk project (`repo`): its masks, and what a reader there types instead."""
     port = str(free_port())
     return {
         "docs/pipeline.md": {"masks": CLASS_MASK},
@@ -138,12 +184,14 @@ def options(page):
                 "5011": port,
             },
         },
+        # The MNIST files a reader has: synthetic ones, named as MNIST's (setup_extending).
+        "docs/extending.md": {"substitutions": {"/path/to/mnist-idx-folder": f"{repo}/../mnist"}},
     }.get(page, {})
 
 
 def test_pipeline_page(reproduced, tmp_path):
     repo, env = copy_of(reproduced, tmp_path)
-    setup_pipeline(repo)
+    setup_pipeline(repo, env)
     read("docs/pipeline.md", repo, env, **options("docs/pipeline.md"))
     assert (repo / "dvc_plots/index.html").is_file()
 
@@ -160,6 +208,54 @@ def test_experiments_page(reproduced, tmp_path):
 def test_mlflow_page(reproduced, tmp_path):
     repo, env = copy_of(reproduced, tmp_path)
     read("docs/mlflow.md", repo, env, **options("docs/mlflow.md"))
+
+
+def setup_extending(repo, env):
+    write_idx_folder(repo / "../mnist")
+
+
+def test_extending_page(reproduced, tmp_path):
+    repo, env = copy_of(reproduced, tmp_path)
+    setup_extending(repo, env)
+    read("docs/extending.md", repo, env, **options("docs/extending.md", repo))
+    assert (repo / "confusions.json").is_file() and (repo / "metrics/tanh.json").is_file()
+
+
+def setup_study(repo, env):
+    """The study's results committed, as the repository's are (the page compares an experiment with them)."""
+    run(["make", "study"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "the study's results"], repo, env)
+
+
+def test_study_page(reproduced, tmp_path):
+    repo, env = copy_of(reproduced, tmp_path)
+    setup_study(repo, env)
+    read("docs/study.md", repo, env)
+    assert (repo / "study/report.md").is_file()
+
+
+def test_sweep_page(reproduced, tmp_path):
+    repo, env = copy_of(reproduced, tmp_path)
+    read("docs/sweep.md", repo, env)
+    assert (repo / "sweep/report.md").is_file()
+
+
+def setup_tuning(repo, env):
+    """tune/params.yaml's search shrunk (3 trials, one re-scoring seed), committed."""
+    (repo / "tune/params.yaml").write_text(yaml.safe_dump(shrunk_search(), sort_keys=False))
+    run(["git", "commit", "-qam", "a shrunk search"], repo, env)
+
+
+def test_tuning_page(reproduced, tmp_path):
+    repo, env = copy_of(reproduced, tmp_path)
+    setup_tuning(repo, env)
+    with postgres("scratch") as url:  # the team's PostgreSQL; the page creates its own database, optuna
+        server = make_url(url)
+        where = {"db-host": "127.0.0.1", "5432": str(server.port), "PASSWORD": server.password}
+        env = {**env, "PGPASSWORD": server.password}  # what the reader types when createdb asks
+        read("docs/tuning.md", repo, env, substitutions=where)
+    assert (repo / "tune/tuning.md").is_file()
 
 
 def test_pages_of_records_and_clusters_are_marked(tmp_path):
