@@ -177,9 +177,21 @@ class Run:
         """After train wrote `path`: tag this run with its MD5 and DVC path (evaluate finds the run by them),
         and log the model when `with_model`."""
         if self.run_id:
-            self.set_tags({"checkpoint_md5": file_md5(path), "dvc_output": path}, "the checkpoint's tag", keep=True)
+            md5 = file_md5(path)
+            self.set_tags({"checkpoint_md5": md5, "dvc_output": path}, "the checkpoint's tag", keep=True)
+            self._mirror("the variant's run", lambda client: self._join_variant(client, md5))
         if with_model:
             self.log_model(checkpoint)
+
+    def _join_variant(self, client, md5):
+        """A run that trained a checkpoint a variant's run already holds (a proof re-run, `dvc repro --force
+        --single-item train@...`) joins that variant's run, so the UI folds it under the variant too."""
+        experiment_id = client.get_run(self.run_id).info.experiment_id
+        for run in client.search_runs([experiment_id], f"tags.checkpoint_md5 = '{md5}'", order_by=NEWEST_FIRST):
+            parent = run.data.tags.get("mlflow.parentRunId")
+            if run.info.run_id != self.run_id and parent:
+                client.set_tag(self.run_id, "mlflow.parentRunId", parent)
+                return
 
     def record_evaluation(self, params, files, metrics, outputs):
         """After evaluate wrote `outputs`: each seed's run (found by its checkpoint in `files`, {seed: path})
@@ -189,16 +201,19 @@ class Run:
         by_seed = {split_seed_key(key): value for key, value in metrics.items() if split_seed_key(key)}
         untracked = []
         for seed, path in files.items():
-            seed_run_id = checkpoint_run(params, file_md5(path))
-            if seed_run_id is None:
+            runs = checkpoint_runs(params, file_md5(path))
+            if not runs:
                 untracked.append(seed)
                 continue
-            seed_run = attach(params, seed_run_id)
-            # mlflow ui nests a run under the one its mlflow.parentRunId names
-            seed_run.set_tags({"mlflow.parentRunId": self.run_id}, "the seed run's parent")
             # test metrics only: the seed's run already has val/train curves per epoch under those names
             test = {name: value for (name, of), value in by_seed.items() if of == seed and name.startswith("test_")}
-            seed_run.log_metrics(test)
+            # the newest run of the checkpoint, and every older one that no variant's run holds yet (a train
+            # stage run without its evaluate after it): mlflow ui nests a run under its mlflow.parentRunId
+            for i, run in enumerate(runs):
+                if i == 0 or "mlflow.parentRunId" not in run.data.tags:
+                    seed_run = attach(params, run.info.run_id)
+                    seed_run.set_tags({"mlflow.parentRunId": self.run_id}, "the seed run's parent")
+                    seed_run.log_metrics(test)
         if untracked:
             print(
                 f"MLflow: no run of this store trained seed(s) {untracked} of {Path(files[untracked[0]]).parent} "
@@ -293,16 +308,22 @@ def trial_run(params, parent_id, variant, number, values):
         yield run
 
 
-def checkpoint_run(params, md5):
-    """The id of the newest run tagged with this checkpoint MD5, else None: tracking is off, or no run of
-    this store trained that file (DVC restored it from its cache, or it was trained against another store)."""
+NEWEST_FIRST = ["attributes.start_time DESC"]
+
+
+def checkpoint_runs(params, md5):
+    """The runs tagged with this checkpoint MD5, newest first; none when tracking is off, or no run of this
+    store trained that file (DVC restored it from its cache, or it was trained against another store)."""
     store = open_store(params)
     if store is None:
-        return None
+        return []
     mlflow, experiment_id = store
-    runs = mlflow.MlflowClient().search_runs(
-        [experiment_id], f"tags.checkpoint_md5 = '{md5}'", order_by=["attributes.start_time DESC"], max_results=1
-    )
+    return mlflow.MlflowClient().search_runs([experiment_id], f"tags.checkpoint_md5 = '{md5}'", order_by=NEWEST_FIRST)
+
+
+def checkpoint_run(params, md5):
+    """The id of the newest run tagged with this checkpoint MD5, else None (see checkpoint_runs)."""
+    runs = checkpoint_runs(params, md5)
     return runs[0].info.run_id if runs else None
 
 

@@ -85,6 +85,14 @@ def main():
     # this UI starts no jobs) printed a traceback
     env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = subprocess.Popen(command, env=env, start_new_session=True)
+    # `kill` (SIGTERM) stops it as Ctrl-C does: else its server, in a group of its own, outlives it
+    stopped_by = []
+
+    def terminated(signum, frame):
+        stopped_by.append(signum)
+        signal.default_int_handler(signum, frame)  # raises KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminated)
     try:
         return server.wait()
     except KeyboardInterrupt:
@@ -95,7 +103,7 @@ def main():
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
         print(f"stopped the MLflow UI at {base}", flush=True)
-        return 130
+        return 128 + (stopped_by[0] if stopped_by else signal.SIGINT)
 
 
 if __name__ == "__main__":

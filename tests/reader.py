@@ -87,6 +87,8 @@ class Reader:
     def __init__(self, cwd=None, env=None, substitutions=None, masks=(), timeout=540):
         """With no `cwd`, a survey: the blocks are listed (`ran`), not run."""
         self.cwd, self.env = (Path(cwd), dict(env)) if cwd else (None, None)
+        for inherited in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):  # from `make test`: a reader's shell has none
+            (self.env or {}).pop(inherited, None)
         self.substitutions = substitutions or {}
         self.masks = masks
         self.timeout = timeout
@@ -117,7 +119,8 @@ class Reader:
             )
             self.sessions.append(proc.pid)  # what it left running (a `... &`) goes at the page's end
             deadline = time.monotonic() + self.timeout
-            if until_shown is not None:
+            if until_shown is not None:  # a server prints its first lines in seconds, not minutes
+                deadline = time.monotonic() + min(self.timeout, 120)
                 while proc.poll() is None and time.monotonic() < deadline:
                     if until_shown.match(printout(Path(out.name).read_text(), self.masks)):
                         break

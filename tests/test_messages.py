@@ -81,25 +81,31 @@ def test_make_ui_on_a_taken_port_is_one_line_and_no_link():
 
 
 @pytest.mark.slow
-def test_ctrl_c_on_make_ui_stops_the_whole_server_in_one_line(tmp_path):
-    """`make ui` (scripts/mlflow-ui.py) serving, then Ctrl-C (SIGINT to its process group, as a terminal sends it):
-    its last line says the UI stopped, no traceback (MLflow's job runner printed one), nothing listens any more
-    and no process of it is left (its own `mlflow ui` outlived the Ctrl-C before)."""
+@pytest.mark.parametrize("stop", ["ctrl-c", "kill"])
+def test_ctrl_c_on_make_ui_stops_the_whole_server_in_one_line(tmp_path, stop):
+    """`make ui` (scripts/mlflow-ui.py) serving, then Ctrl-C (SIGINT to its process group, as a terminal sends it)
+    or `kill` (SIGTERM to it alone): its last line says the UI stopped, no traceback (MLflow's job runner printed
+    one), nothing listens any more and no process of it is left (its own `mlflow ui` outlived the Ctrl-C before,
+    and a SIGTERM until this test: a test that stopped it so left it running)."""
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
     ui = subprocess.Popen(
         [sys.executable, "scripts/mlflow-ui.py", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as a terminal's, even in a background job
     )  # fmt: skip
     try:
         wait_for_url(f"http://127.0.0.1:{port}/", ui)
-        os.killpg(ui.pid, signal.SIGINT)
+        if stop == "ctrl-c":
+            os.killpg(ui.pid, signal.SIGINT)
+        else:
+            os.kill(ui.pid, signal.SIGTERM)
         out, err = ui.communicate(timeout=60)
     finally:  # a failure leaves no server behind (the UI's `mlflow ui` has a process group of its own)
         if ui.poll() is None:
             os.killpg(ui.pid, signal.SIGKILL)
         subprocess.run(["pkill", "-KILL", "-f", f"--port {port}"])
-    assert ui.returncode == 130 and "Traceback" not in out + err, err
+    assert ui.returncode == {"ctrl-c": 130, "kill": 143}[stop] and "Traceback" not in out + err, err
     assert out.splitlines()[-1] == f"stopped the MLflow UI at http://127.0.0.1:{port}"
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0  # nothing answers there

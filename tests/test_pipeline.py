@@ -340,3 +340,35 @@ def test_mlflow_ui_opens_on_the_runs_with_the_accuracy_columns(reproduced, tmp_p
         assert f">{text}<" in dom, f"{text!r} not on the landing page"
     assert re.search(r">0\.\d+", dom)  # accuracies shown in the cells
     assert ">Usage<" not in dom and "Token usage" not in dom  # the GenAI overview's tabs
+
+
+def test_every_seed_run_of_a_variant_is_folded_under_it(reproduced):
+    """A train stage forced again on a checkpoint a variant's run holds (a proof re-run: the same bytes) joins
+    that variant's run as it ends; a variant's evaluate adopts every parentless run of its checkpoints, not only
+    the newest, so mlflow ui shows no seed run as a flat row (issue 31). Last in this module: it adds runs."""
+    import mlflow
+
+    repo, env, _ = reproduced
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lenet5-variants").experiment_id
+
+    def seed_runs():
+        newest_first = ["attributes.start_time DESC"]
+        return client.search_runs([experiment], "attributes.run_name = 'train@vanilla-0'", order_by=newest_first)
+
+    held = next(r for r in seed_runs() if "mlflow.parentRunId" in r.data.tags)
+    run(["dvc", "repro", "--force", "--single-item", "train@vanilla-0"], repo, env)
+    proof = seed_runs()[0]
+    assert proof.info.run_id != held.info.run_id
+    assert proof.data.tags["checkpoint_md5"] == held.data.tags["checkpoint_md5"]  # the same checkpoint
+    assert proof.data.tags["mlflow.parentRunId"] == held.data.tags["mlflow.parentRunId"]
+
+    for r in (proof, held):  # two parentless runs of one checkpoint, as proof re-runs made before this change
+        client.delete_tag(r.info.run_id, "mlflow.parentRunId")
+    run(["dvc", "repro", "--force", "--single-item", "evaluate@vanilla"], repo, env)
+    newest = {"order_by": ["attributes.start_time DESC"], "max_results": 1}
+    (variant,) = client.search_runs([experiment], "attributes.run_name = 'evaluate@vanilla'", **newest)
+    for r in (proof, held):
+        adopted = client.get_run(r.info.run_id)
+        assert adopted.data.tags["mlflow.parentRunId"] == variant.info.run_id
+        assert "test_acc" in adopted.data.metrics
