@@ -1,10 +1,15 @@
-"""Shared fixtures, built from tests/helpers.py: synthetic IDX files, a split folder, a temp project."""
+"""Shared fixtures, built from tests/helpers.py: synthetic IDX files, a split folder, a temp project; and the
+reproduced shrunk project the docs' pages are read on (tests/pages.py)."""
 
+import json
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
+from filelock import FileLock
 from helpers import compile_kernels_once, make_project, shrunk_params, synthetic_images, write_idx_folder
+from pages import reproduce_readme
 
 # One training process per stage, in this process and the commands it starts (as helpers.project_env):
 # the tests run two files at once on 2 cores. A test that wants the process pool sets it itself.
@@ -57,3 +62,21 @@ def tiny_project(tmp_path, idx_folder):
     """A committed temp project on synthetic data, not yet reproduced."""
     folder, _ = idx_folder
     return make_project(tmp_path, shrunk_params(folder))
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory, worker_id):
+    """README.md read on a fresh shrunk project (`make run`), results committed: (repo, env), read only; a page's
+    test reads a copy (pages.copy_of). Built once per session: with pytest-xdist, by the first worker to ask,
+    while the other waits (their common temp folder, a file lock)."""
+    if worker_id == "master":  # one process (-n 0)
+        return reproduce_readme(tmp_path_factory.mktemp("readme"))
+    shared = tmp_path_factory.getbasetemp().parent
+    with FileLock(shared / "readme.lock"):
+        done = shared / "readme.json"
+        if not done.is_file():
+            (shared / "readme").mkdir()
+            repo, env = reproduce_readme(shared / "readme")
+            done.write_text(json.dumps([str(repo), env]))
+        repo, env = json.loads(done.read_text())
+        return Path(repo), env

@@ -1,33 +1,17 @@
 """The docs are tests: every shell block of README.md and docs/*.md runs, in order, as a reader types it, on a
-shrunk project (tests/reader.py), and what a page shows a command printing is what it prints. A block that
-cannot run here says so in its page (`<!-- skip: next "why" -->`); the count of those is checked below."""
+shrunk project (tests/reader.py, tests/pages.py), and what a page shows a command printing is what it prints. A
+block that cannot run here says so in its page (`<!-- skip: next "why" -->`); the count of those is checked below.
+docs/extending.md, study.md and sweep.md are read in tests/test_docs_pipelines.py, on the other worker, from the
+same reproduced project (conftest.py)."""
 
-import io
-import os
-import re
-import shutil
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
-import yaml
-from helpers import (
-    ROOT,
-    TUNE_FILES,
-    free_port,
-    make_project,
-    postgres,
-    run,
-    shrunk_params,
-    shrunk_search,
-    stop_queue_workers,
-    write_idx_folder,
-)
-from PIL import Image
+import test_docs_pipelines
+from helpers import ROOT, postgres, stop_queue_workers
+from pages import copy_of, options, read, setup_pipeline, setup_tuning
 from reader import Reader
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedSeq
 from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.slow
@@ -35,73 +19,10 @@ pytestmark = pytest.mark.slow
 PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 # Pages whose blocks no test reads yet: issue 31's harness covers them page by page (docs/tests.md).
 NOT_YET_READ = {"docs/team.md"}
-CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
-# A shrunk project's predictions are of synthetic blocks: a class is a value like a number.
-CLASS_MASK = [("|".join(re.escape(c) for c in CLASSES), "<class>")]
-
-
-SUB_PROJECTS = {"study": ("cnn2", "cnn4"), "sweep": ("relu", "tanh_d05")}
-
-
-def shrink_in_place(text, shrunk):
-    """`text` (the real params.yaml) with the values that differ in `shrunk` replaced, its layout and comments
-    kept (ruamel's round trip), so that a patch a page shows applies to it as to the real file."""
-    yaml = YAML()
-    document = yaml.load(text)
-
-    def update(node, values):
-        for key, value in values.items():
-            if isinstance(value, dict) and isinstance(node.get(key), dict):
-                update(node[key], value)
-            elif node.get(key) != value:
-                if isinstance(value, list):
-                    value = CommentedSeq(value)
-                    value.fa.set_flow_style()
-                node[key] = value
-
-    update(document, shrunk)
-    out = io.StringIO()
-    yaml.dump(document, out)
-    return out.getvalue()
-
-
-def docs_project(tmp_path, **overrides):
-    """A shrunk project a reader can type the pages' commands in: params.yaml as the real file with the shrunk
-    values, the Makefile, the scripts, the tune pipeline's params, the venv."""
-    mirror = tmp_path / "mirror"
-    write_idx_folder(mirror)
-    params = shrunk_params(mirror, **{"train.epochs": 1, **overrides})
-    repo, env = make_project(tmp_path, params)
-    (repo / "params.yaml").write_text(shrink_in_place((ROOT / "params.yaml").read_text(), params))
-    names = ("Makefile", "requirements.txt", "scripts", "pyproject.toml", ".pre-commit-config.yaml", "tune/params.yaml")
-    for name in (*names, *TUNE_FILES, "tests/test_dependencies.py"):  # a page's patch may touch a test
-        source, target = ROOT / name, repo / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(source, target, dirs_exist_ok=True) if source.is_dir() else shutil.copy(source, target)
-    for folder, rows in SUB_PROJECTS.items():  # the study and the sweep, with the rows their pages name
-        for name in ("dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore"):
-            source, target = ROOT / folder / name, repo / folder / name
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(source, target) if source.is_dir() else shutil.copy(source, target)
-        sub = shrunk_params(mirror, f"{folder}/params.yaml")
-        sub["variants"] = {row: sub["variants"][row] for row in rows}
-        (repo / folder / "params.yaml").write_text(yaml.safe_dump(sub, sort_keys=False))
-    # The venv is the suite's own (make's setup finds it installed: its requirements are older than the venv).
-    (repo / ".venv").symlink_to(Path(env["PATH"].split(os.pathsep)[0]).parent)
-    os.utime(repo / "requirements.txt", (0, 0))
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "the Makefile and scripts"], repo, env)
-    return repo, env
-
-
-def read(page, repo, env, **options):
-    reader = Reader(repo, env, **options).read(ROOT / page)
-    assert reader.ran, f"{page}: no block ran"
-    return reader
 
 
 def test_every_shell_block_runs_or_says_why_not():
-    """Every ```bash, ```console and ```diff block is read by a test below, or is marked with its reason."""
+    """Every ```bash, ```console and ```diff block is read by a test, or is marked with its reason."""
     surveys = {page: Reader().read(ROOT / page) for page in PAGES}
     run_here = sum(len(s.ran) for page, s in surveys.items() if page not in NOT_YET_READ)
     not_yet = sum(len(s.ran) for page, s in surveys.items() if page in NOT_YET_READ)
@@ -109,7 +30,8 @@ def test_every_shell_block_runs_or_says_why_not():
     assert set(NOT_YET_READ) <= set(PAGES)
     for page, survey in surveys.items():  # a page with a block to run has its test here
         name = "test_readme" if page == "README.md" else f"test_{Path(page).stem}_page"
-        assert page in NOT_YET_READ or not survey.ran or name in globals(), f"{page}: no {name}"
+        tests = {*globals(), *vars(test_docs_pipelines)}
+        assert page in NOT_YET_READ or not survey.ran or name in tests, f"{page}: no {name}"
     summary = (
         f"{run_here + not_yet + len(marked)} shell blocks: {run_here} run, {len(marked)} marked not runnable "
         f"here, {not_yet} on pages not yet read ({', '.join(sorted(NOT_YET_READ))})"
@@ -118,25 +40,6 @@ def test_every_shell_block_runs_or_says_why_not():
     listing = "".join(f"- `{page}` ({n}): {why}\n" for (page, why), n in reasons.items())
     print(summary, listing, sep="\n")
     assert f"{summary}. Marked:\n{listing}" in (ROOT / "docs/tests.md").read_text()
-
-
-@pytest.fixture(scope="module")
-def reproduced(tmp_path_factory):
-    """README.md read on a fresh shrunk project: `make run` (the suite itself is marked); its results committed."""
-    tmp = tmp_path_factory.mktemp("readme")
-    repo, env = docs_project(tmp)
-    reader = read("README.md", repo, env)
-    assert [where for where, _ in reader.skipped] == ["README.md:13"]
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "results"], repo, env)
-    return repo, env
-
-
-def copy_of(project, tmp_path):
-    repo, env = project
-    copy = tmp_path / "project"
-    shutil.copytree(repo, copy, symlinks=True)
-    return copy, env
 
 
 def test_readme(reproduced):
@@ -148,45 +51,6 @@ def test_tests_page(reproduced, tmp_path):
     repo, env = copy_of(reproduced, tmp_path)
     reader = read("docs/tests.md", repo, env)
     assert len(reader.skipped) == 1 and (repo / ".git/hooks/pre-commit").is_file()  # make test(-fast): the suite
-
-
-def setup_pipeline(repo, env):
-    """The page's images, made as it says: a dark test-set sneaker on white, 168x112; a pullover with margins, 40x52."""
-    from pipeline.data import load_split
-
-    images, labels = load_split(repo / "data/split", "test")
-    sneaker = images[int((labels == 7).nonzero()[0])].numpy()
-    Image.fromarray(255 - sneaker).resize((168, 112)).save(repo / "dark-sneaker.png")
-    pullover = images[int((labels == 2).nonzero()[0])].numpy()
-    Image.fromarray(np.pad(pullover, ((12, 12), (6, 6)))).save(repo / "pullover-with-margins.png")
-
-
-def options(page, repo=None):
-    """How a page is read on a shrunk project (`repo`): its masks, and what a reader there types instead."""
-    port = str(free_port())
-    return {
-        "docs/pipeline.md": {"masks": CLASS_MASK},
-        # Shrunk as the project is: 3 seeds for the page's 10, a grid of 3 experiments for its 6; the experiment
-        # a reader picks from the ranking is one of the grid's.
-        "docs/experiments.md": {
-            "substitutions": {
-                "'train.seeds=[0,1,2,3,4,5,6,7,8,9]'": "'train.seeds=[0,1,2]'",
-                "'model.activation=relu,tanh'": "'model.activation=relu'",
-                "<best-exp>": "$(dvc exp ls --name-only | tail -n 1)",
-            }
-        },
-        # The seed run a reader copies from the UI: batchnorm seed 0's (its observations name it); a free port.
-        "docs/mlflow.md": {
-            "masks": CLASS_MASK,
-            "substitutions": {
-                "<seed run id>": '$(python -c "import json; print(json.load(open('
-                "'observations/train/batchnorm/seed0.json'))['mlflow_run_id'])\")",
-                "5011": port,
-            },
-        },
-        # The MNIST files a reader has: synthetic ones, named as MNIST's (setup_extending).
-        "docs/extending.md": {"substitutions": {"/path/to/mnist-idx-folder": f"{repo}/../mnist"}},
-    }.get(page, {})
 
 
 def test_pipeline_page(reproduced, tmp_path):
@@ -208,43 +72,6 @@ def test_experiments_page(reproduced, tmp_path):
 def test_mlflow_page(reproduced, tmp_path):
     repo, env = copy_of(reproduced, tmp_path)
     read("docs/mlflow.md", repo, env, **options("docs/mlflow.md"))
-
-
-def setup_extending(repo, env):
-    write_idx_folder(repo / "../mnist")
-
-
-def test_extending_page(reproduced, tmp_path):
-    repo, env = copy_of(reproduced, tmp_path)
-    setup_extending(repo, env)
-    read("docs/extending.md", repo, env, **options("docs/extending.md", repo))
-    assert (repo / "confusions.json").is_file() and (repo / "metrics/tanh.json").is_file()
-
-
-def setup_study(repo, env):
-    """The study's results committed, as the repository's are (the page compares an experiment with them)."""
-    run(["make", "study"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "the study's results"], repo, env)
-
-
-def test_study_page(reproduced, tmp_path):
-    repo, env = copy_of(reproduced, tmp_path)
-    setup_study(repo, env)
-    read("docs/study.md", repo, env)
-    assert (repo / "study/report.md").is_file()
-
-
-def test_sweep_page(reproduced, tmp_path):
-    repo, env = copy_of(reproduced, tmp_path)
-    read("docs/sweep.md", repo, env)
-    assert (repo / "sweep/report.md").is_file()
-
-
-def setup_tuning(repo, env):
-    """tune/params.yaml's search shrunk (3 trials, one re-scoring seed), committed."""
-    (repo / "tune/params.yaml").write_text(yaml.safe_dump(shrunk_search(), sort_keys=False))
-    run(["git", "commit", "-qam", "a shrunk search"], repo, env)
 
 
 def test_tuning_page(reproduced, tmp_path):

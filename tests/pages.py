@@ -1,0 +1,155 @@
+"""The shrunk project the docs' pages are read on (tests/reader.py reads them), and how each page is read there:
+its set-up, masks and what a reader on a shrunk project types instead. Used by tests/test_docs.py and
+tests/test_docs_pipelines.py; conftest.py builds the project once per test session (`reproduced`)."""
+
+import io
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import yaml
+from helpers import ROOT, TUNE_FILES, free_port, make_project, run, shrunk_params, shrunk_search, write_idx_folder
+from PIL import Image
+from reader import Reader
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedSeq
+
+CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+# A shrunk project's predictions are of synthetic blocks: a class is a value like a number.
+CLASS_MASK = [("|".join(re.escape(c) for c in CLASSES), "<class>")]
+
+
+SUB_PROJECTS = {"study": ("cnn2", "cnn4"), "sweep": ("relu", "tanh_d05")}
+
+
+def shrink_in_place(text, shrunk):
+    """`text` (the real params.yaml) with the values that differ in `shrunk` replaced, its layout and comments
+    kept (ruamel's round trip), so that a patch a page shows applies to it as to the real file."""
+    yaml = YAML()
+    document = yaml.load(text)
+
+    def update(node, values):
+        for key, value in values.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                update(node[key], value)
+            elif node.get(key) != value:
+                if isinstance(value, list):
+                    value = CommentedSeq(value)
+                    value.fa.set_flow_style()
+                node[key] = value
+
+    update(document, shrunk)
+    out = io.StringIO()
+    yaml.dump(document, out)
+    return out.getvalue()
+
+
+def docs_project(tmp_path, **overrides):
+    """A shrunk project a reader can type the pages' commands in: params.yaml as the real file with the shrunk
+    values, the Makefile, the scripts, the tune pipeline's params, the venv."""
+    mirror = tmp_path / "mirror"
+    write_idx_folder(mirror)
+    params = shrunk_params(mirror, **{"train.epochs": 1, **overrides})
+    repo, env = make_project(tmp_path, params)
+    (repo / "params.yaml").write_text(shrink_in_place((ROOT / "params.yaml").read_text(), params))
+    names = ("Makefile", "requirements.txt", "scripts", "pyproject.toml", ".pre-commit-config.yaml", "tune/params.yaml")
+    for name in (*names, *TUNE_FILES, "tests/test_dependencies.py"):  # a page's patch may touch a test
+        source, target = ROOT / name, repo / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(source, target, dirs_exist_ok=True) if source.is_dir() else shutil.copy(source, target)
+    for folder, rows in SUB_PROJECTS.items():  # the study and the sweep, with the rows their pages name
+        for name in ("dvc.yaml", ".dvc/config", ".dvc/.gitignore", ".dvc/plots", ".dvcignore"):
+            source, target = ROOT / folder / name, repo / folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(source, target) if source.is_dir() else shutil.copy(source, target)
+        sub = shrunk_params(mirror, f"{folder}/params.yaml")
+        sub["variants"] = {row: sub["variants"][row] for row in rows}
+        (repo / folder / "params.yaml").write_text(yaml.safe_dump(sub, sort_keys=False))
+    # The venv is the suite's own (make's setup finds it installed: its requirements are older than the venv).
+    (repo / ".venv").symlink_to(Path(env["PATH"].split(os.pathsep)[0]).parent)
+    os.utime(repo / "requirements.txt", (0, 0))
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "the Makefile and scripts"], repo, env)
+    return repo, env
+
+
+def read(page, repo, env, **options):
+    reader = Reader(repo, env, **options).read(ROOT / page)
+    assert reader.ran, f"{page}: no block ran"
+    return reader
+
+
+def reproduce_readme(tmp):
+    """README.md read on a fresh shrunk project in `tmp`: `make run` (the suite itself is marked); its results
+    committed. (repo, env)."""
+    repo, env = docs_project(tmp)
+    reader = read("README.md", repo, env)
+    assert [where for where, _ in reader.skipped] == ["README.md:13"]
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "results"], repo, env)
+    return repo, env
+
+
+def copy_of(project, tmp_path):
+    repo, env = project
+    copy = tmp_path / "project"
+    shutil.copytree(repo, copy, symlinks=True)
+    return copy, env
+
+
+def setup_pipeline(repo, env):
+    """The page's images, made as it says: a dark test-set sneaker on white, 168x112; a pullover with margins, 40x52."""
+    from pipeline.data import load_split
+
+    images, labels = load_split(repo / "data/split", "test")
+    sneaker = images[int((labels == 7).nonzero()[0])].numpy()
+    Image.fromarray(255 - sneaker).resize((168, 112)).save(repo / "dark-sneaker.png")
+    pullover = images[int((labels == 2).nonzero()[0])].numpy()
+    Image.fromarray(np.pad(pullover, ((12, 12), (6, 6)))).save(repo / "pullover-with-margins.png")
+
+
+def options(page, repo=None):
+    """How a page is read on a shrunk project (`repo`): its masks, and what a reader there types instead."""
+    port = str(free_port())
+    return {
+        "docs/pipeline.md": {"masks": CLASS_MASK},
+        # Shrunk as the project is: 3 seeds for the page's 10, a grid of 3 experiments for its 6; the experiment
+        # a reader picks from the ranking is one of the grid's.
+        "docs/experiments.md": {
+            "substitutions": {
+                "'train.seeds=[0,1,2,3,4,5,6,7,8,9]'": "'train.seeds=[0,1,2]'",
+                "'model.activation=relu,tanh'": "'model.activation=relu'",
+                "<best-exp>": "$(dvc exp ls --name-only | tail -n 1)",
+            }
+        },
+        # The seed run a reader copies from the UI: batchnorm seed 0's (its observations name it); a free port.
+        "docs/mlflow.md": {
+            "masks": CLASS_MASK,
+            "substitutions": {
+                "<seed run id>": '$(python -c "import json; print(json.load(open('
+                "'observations/train/batchnorm/seed0.json'))['mlflow_run_id'])\")",
+                "5011": port,
+            },
+        },
+        # The MNIST files a reader has: synthetic ones, named as MNIST's (setup_extending).
+        "docs/extending.md": {"substitutions": {"/path/to/mnist-idx-folder": f"{repo}/../mnist"}},
+    }.get(page, {})
+
+
+def setup_extending(repo, env):
+    write_idx_folder(repo / "../mnist")
+
+
+def setup_study(repo, env):
+    """The study's results committed, as the repository's are (the page compares an experiment with them)."""
+    run(["make", "study"], repo, env)
+    run(["git", "add", "-A"], repo, env)
+    run(["git", "commit", "-qm", "the study's results"], repo, env)
+
+
+def setup_tuning(repo, env):
+    """tune/params.yaml's search shrunk (3 trials, one re-scoring seed), committed."""
+    (repo / "tune/params.yaml").write_text(yaml.safe_dump(shrunk_search(), sort_keys=False))
+    run(["git", "commit", "-qam", "a shrunk search"], repo, env)
