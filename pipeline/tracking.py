@@ -186,8 +186,7 @@ class Run:
     def _join_variant(self, client, md5):
         """A run that trained a checkpoint a variant's run already holds (a proof re-run, `dvc repro --force
         --single-item train@...`) joins that variant's run, so the UI folds it under the variant too."""
-        experiment_id = client.get_run(self.run_id).info.experiment_id
-        for run in client.search_runs([experiment_id], f"tags.checkpoint_md5 = '{md5}'", order_by=NEWEST_FIRST):
+        for run in runs_of_checkpoint(client, client.get_run(self.run_id).info.experiment_id, md5):
             parent = run.data.tags.get("mlflow.parentRunId")
             if run.info.run_id != self.run_id and parent:
                 client.set_tag(self.run_id, "mlflow.parentRunId", parent)
@@ -308,7 +307,10 @@ def trial_run(params, parent_id, variant, number, values):
         yield run
 
 
-NEWEST_FIRST = ["attributes.start_time DESC"]
+def runs_of_checkpoint(client, experiment_id, md5):
+    """The runs of one experiment tagged with this checkpoint MD5, newest first."""
+    newest_first = ["attributes.start_time DESC"]
+    return client.search_runs([experiment_id], f"tags.checkpoint_md5 = '{md5}'", order_by=newest_first)
 
 
 def checkpoint_runs(params, md5):
@@ -318,7 +320,7 @@ def checkpoint_runs(params, md5):
     if store is None:
         return []
     mlflow, experiment_id = store
-    return mlflow.MlflowClient().search_runs([experiment_id], f"tags.checkpoint_md5 = '{md5}'", order_by=NEWEST_FIRST)
+    return runs_of_checkpoint(mlflow.MlflowClient(), experiment_id, md5)
 
 
 def checkpoint_run(params, md5):
