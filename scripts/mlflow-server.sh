@@ -60,7 +60,7 @@ if [ -z "${MLFLOW_BACKEND_STORE_URI:-}" ]; then
   fi
   as_owner=()  # PostgreSQL refuses to run as root: root runs it as the postgres user
   if [ "$(id -u)" = 0 ]; then
-    as_owner=(runuser -u postgres --)
+    as_owner=(runuser -u postgres -- env -C /)  # from /: the clone may be a folder it cannot enter
     mkdir -p "$(dirname "$pgdata")"
     if ! runuser -u postgres -- test -x "$(dirname "$pgdata")"; then
       # the postgres user cannot reach the folder (a clone under root's home, which is mode 700)

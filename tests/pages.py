@@ -25,8 +25,9 @@ SUB_PROJECTS = {"study": ("cnn2", "cnn4"), "sweep": ("relu", "tanh_d05")}
 
 
 def shrink_in_place(text, shrunk):
-    """`text` (the real params.yaml) with the values that differ in `shrunk` replaced, its layout and comments
-    kept (ruamel's round trip), so that a patch a page shows applies to it as to the real file."""
+    """`text` (the real params.yaml) with the values that differ in `shrunk` replaced and the keys it lacks (the
+    variants a page does not use) dropped, its layout and comments kept (ruamel's round trip), so that a patch a
+    page shows applies to it as to the real file."""
     yaml = YAML()
     document = yaml.load(text)
 
@@ -39,6 +40,8 @@ def shrink_in_place(text, shrunk):
                     value = CommentedSeq(value)
                     value.fa.set_flow_style()
                 node[key] = value
+        for key in [key for key in node if key not in values]:
+            del node[key]
 
     update(document, shrunk)
     out = io.StringIO()
@@ -46,12 +49,14 @@ def shrink_in_place(text, shrunk):
     return out.getvalue()
 
 
-def docs_project(tmp_path, **overrides):
+def docs_project(tmp_path, variants=None, **overrides):
     """A shrunk project a reader can type the pages' commands in: params.yaml as the real file with the shrunk
-    values, the Makefile, the scripts, the tune pipeline's params, the venv."""
+    values (and only `variants`, if given), the Makefile, the scripts, the tune pipeline's params, the venv."""
     mirror = tmp_path / "mirror"
     write_idx_folder(mirror)
     params = shrunk_params(mirror, **{"train.epochs": 1, **overrides})
+    if variants:
+        params["variants"] = {name: params["variants"][name] for name in variants}
     repo, env = make_project(tmp_path, params)
     (repo / "params.yaml").write_text(shrink_in_place((ROOT / "params.yaml").read_text(), params))
     names = ("Makefile", "requirements.txt", "scripts", "pyproject.toml", ".pre-commit-config.yaml", "tune/params.yaml")
@@ -75,8 +80,8 @@ def docs_project(tmp_path, **overrides):
     return repo, env
 
 
-def read(page, repo, env, **options):
-    reader = Reader(repo, env, **options).read(ROOT / page)
+def read(page, repo, env, stop=True, **options):
+    reader = Reader(repo, env, **options).read(ROOT / page, stop=stop)
     assert reader.ran, f"{page}: no block ran"
     return reader
 
@@ -92,9 +97,9 @@ def reproduce_readme(tmp):
     return repo, env
 
 
-def copy_of(project, tmp_path):
+def copy_of(project, tmp_path, name="project"):
     repo, env = project
-    copy = tmp_path / "project"
+    copy = tmp_path / name
     shutil.copytree(repo, copy, symlinks=True)
     return copy, env
 

@@ -14,7 +14,9 @@ from block to block, as a terminal does: the folder a block `cd`s into and the v
   and `...` inside a line for any text. Rows and columns are never masked: a table with another row count or
   column count fails.
   A command whose comment says `until Ctrl-C` (a server) gets SIGINT once it has printed the lines shown
-  before the page's first `...`, as the reader stops it.
+  before the page's first `...`, as the reader stops it. A command whose comment says `in a terminal of its
+  own` (a server the page's later commands use) runs on beside them once it has printed the lines shown: the
+  reader's shell goes on without it, and the page's end (`Reader.stop`) stops it as Ctrl-C would.
 - ```diff: applied with `git apply` at the project's root, as a reader applies a patch the page shows.
 """
 
@@ -93,18 +95,20 @@ class Reader:
         self.masks = masks
         self.timeout = timeout
         self.ran, self.skipped, self.sessions = [], [], []
+        self.seconds = {}  # each command's wall time, printed at the page's end (pytest shows it on a failure)
         self.state = Path(tempfile.mkdtemp(prefix="reader-")) if cwd else None
 
-    def shell(self, script, where, until_shown=None):
+    def shell(self, script, where, until_shown=None, own_terminal=False):
         """Run `script` in bash from the reader's folder and environment; carry its last folder and exports on.
 
         With `until_shown` (a pattern over the normalised printout), the command is one that runs until the
-        reader presses Ctrl-C: once what it printed matches, it gets SIGINT, as from a terminal."""
+        reader presses Ctrl-C: once what it printed matches, it gets SIGINT, as from a terminal; or, with
+        `own_terminal`, it goes on running (in a terminal of its own) and the reader's shell goes on without it."""
         for shown, used in self.substitutions.items():
             script = script.replace(shown, used)
-        state = self.state
+        state, started = self.state, time.monotonic()
         wrapped = f"trap 'pwd > {state}/cwd; env -0 > {state}/env' EXIT\nset -e -o pipefail\n{script}\n"
-        with tempfile.NamedTemporaryFile("w+") as out:
+        with tempfile.NamedTemporaryFile("w+", delete=not own_terminal) as out:
             proc = subprocess.Popen(
                 ["bash", "-c", wrapped],
                 cwd=self.cwd,
@@ -119,12 +123,19 @@ class Reader:
             )
             self.sessions.append(proc.pid)  # what it left running (a `... &`) goes at the page's end
             deadline = time.monotonic() + self.timeout
-            if until_shown is not None:  # a server prints its first lines in seconds, not minutes
-                deadline = time.monotonic() + min(self.timeout, 120)
+            if until_shown is not None:  # a server prints its first lines in a minute or two, not more
+                deadline = time.monotonic() + min(self.timeout, 180)
                 while proc.poll() is None and time.monotonic() < deadline:
                     if until_shown.match(printout(Path(out.name).read_text(), self.masks)):
                         break
                     time.sleep(0.5)
+                if own_terminal:
+                    printed = Path(out.name).read_text()
+                    if proc.poll() is not None or not until_shown.match(printout(printed, self.masks)):
+                        raise AssertionError(f"{where}: did not start as shown\n--- printed:\n{printed[-6000:]}")
+                    self.ran.append(where)
+                    self.seconds[where] = time.monotonic() - started
+                    return printed
                 os.killpg(proc.pid, signal.SIGINT)
                 deadline = time.monotonic() + 60
             try:
@@ -144,6 +155,7 @@ class Reader:
         self.cwd = Path((state / "cwd").read_text().strip())
         self.env = dict(item.split("=", 1) for item in (state / "env").read_text().split("\0") if "=" in item)
         self.ran.append(where)
+        self.seconds[where] = time.monotonic() - started
         return printed
 
     def bash(self, example):
@@ -156,11 +168,13 @@ class Reader:
             return self.ran.append(f"{os.path.relpath(example.path)}:{example.line}")
         for command, shown in console_commands(example.parsed):
             where = f"{os.path.relpath(example.path)}:{example.line}: $ {command.splitlines()[0]}"
-            until = None
-            if "until Ctrl-C" in command:  # what it prints before the first `...`, then Ctrl-C
+            until, own_terminal = None, "in a terminal of its own" in command
+            if own_terminal:  # every line shown, then it runs on
+                until = shown_output_pattern([*shown, "..."], self.masks)
+            elif "until Ctrl-C" in command:  # what it prints before the first `...`, then Ctrl-C
                 head = shown[: shown.index("...")] if "..." in shown else shown
                 until = shown_output_pattern([*head, "..."], self.masks)
-            printed = self.shell(command, where, until)
+            printed = self.shell(command, where, until, own_terminal)
             if not shown_output_pattern(shown, self.masks).fullmatch(printout(printed, self.masks)):
                 raise AssertionError(
                     f"{where}: prints what the page does not show.\n--- the page:\n"
@@ -178,8 +192,9 @@ class Reader:
         assert result.returncode == 0, f"{where}: the patch does not apply: {result.stderr}"
         self.ran.append(where)
 
-    def read(self, page):
-        """Run every block of `page` in order; return self (ran, skipped: [(where, reason)])."""
+    def read(self, page, stop=True):
+        """Run every block of `page` in order; return self (ran, skipped: [(where, reason)]). With `stop=False`,
+        what the page left running (its server) runs on until `stop()`."""
         parsers = [
             SkipParser(),
             CodeBlockParser("bash", self.bash),
@@ -192,15 +207,35 @@ class Reader:
                     example.evaluate()
                 except unittest.SkipTest as skip:
                     self.skipped.append((f"{os.path.relpath(example.path)}:{example.line}", str(skip)))
-        finally:
+        except BaseException:
             self.stop()
+            raise
+        if stop:
+            self.stop()
+        if self.seconds:
+            print("".join(f"{seconds:6.1f} s  {where.splitlines()[0]}\n" for where, seconds in self.seconds.items()))
         return self
 
     def stop(self):
-        """End what the page's commands left running (a server started with `&`)."""
+        """End what the page's commands left running (a server in a terminal of its own, or started with `&`) as
+        Ctrl-C would; wait a minute for each to exit, then end what is left of it (SIGTERM, then SIGKILL)."""
         for pid in self.sessions:
             try:
-                os.killpg(pid, signal.SIGTERM)
+                os.killpg(pid, signal.SIGINT)
             except ProcessLookupError:
-                pass
+                continue
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+                try:  # reap it if it is our child; a zombie has exited
+                    if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                        break
+                except ChildProcessError:
+                    pass
+                time.sleep(0.2)
+            for what_is_left in (signal.SIGTERM, signal.SIGKILL):  # a `... &` job ignores SIGINT, as in bash
+                try:
+                    os.killpg(pid, what_is_left)
+                except ProcessLookupError:
+                    break
+                time.sleep(0.5)
         self.sessions = []

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import yaml
+from documented import documented
 from helpers import make_project, run, shrunk_params, write_idx_folder
 
 pytestmark = pytest.mark.slow
@@ -73,12 +74,15 @@ def test_ctrl_c_on_make_decide_says_where_each_stage_and_the_seeds_stopped(tmp_p
             os.killpg(decide.pid, signal.SIGKILL)
     assert decide.returncode == 130 and "Traceback" not in out + err, out + err
     assert "interrupted: 2 train stage(s) were running, 1 not started" in out, out
+    documented("train stage(s) were running", out)
+    documented("  train@vanilla-0: interrupted: ", out)
     stopped = re.findall(r"^  (train@vanilla-\d): (.*)$", out, re.MULTILINE)
     assert len(stopped) == 2 and all(line.startswith("interrupted: the stage stopped") for _, line in stopped), out
     assert err.rstrip().splitlines()[-1] == (
         "interrupted: make decide stopped at train.seeds=[0, 1, 2] (params.yaml holds the interrupted round's "
         "seeds: `make decide` resumes there, `git checkout params.yaml` goes back)"
     )
+    documented("make decide stopped at", err)
     edited = yaml.safe_load((repo / "params.yaml").read_text())
     edited["train"]["epochs"] = 1  # resume, quickly
     (repo / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))

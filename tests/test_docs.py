@@ -2,13 +2,14 @@
 shrunk project (tests/reader.py, tests/pages.py), and what a page shows a command printing is what it prints. A
 block that cannot run here says so in its page (`<!-- skip: next "why" -->`); the count of those is checked below.
 docs/extending.md, study.md and sweep.md are read in tests/test_docs_pipelines.py, on the other worker, from the
-same reproduced project (conftest.py)."""
+same reproduced project (conftest.py); docs/team.md in tests/test_docs_team.py, with its services."""
 
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import test_docs_pipelines
+import test_docs_team
 from helpers import ROOT, postgres, stop_queue_workers
 from pages import copy_of, options, read, setup_pipeline, setup_tuning
 from reader import Reader
@@ -17,25 +18,18 @@ from sqlalchemy.engine import make_url
 pytestmark = pytest.mark.slow
 
 PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
-# Pages whose blocks no test reads yet: issue 31's harness covers them page by page (docs/tests.md).
-NOT_YET_READ = {"docs/team.md"}
 
 
 def test_every_shell_block_runs_or_says_why_not():
     """Every ```bash, ```console and ```diff block is read by a test, or is marked with its reason."""
     surveys = {page: Reader().read(ROOT / page) for page in PAGES}
-    run_here = sum(len(s.ran) for page, s in surveys.items() if page not in NOT_YET_READ)
-    not_yet = sum(len(s.ran) for page, s in surveys.items() if page in NOT_YET_READ)
+    run_here = sum(len(s.ran) for s in surveys.values())
     marked = {where: why for s in surveys.values() for where, why in s.skipped}
-    assert set(NOT_YET_READ) <= set(PAGES)
-    for page, survey in surveys.items():  # a page with a block to run has its test here
+    for page, survey in surveys.items():  # a page with a block to run has its test
         name = "test_readme" if page == "README.md" else f"test_{Path(page).stem}_page"
-        tests = {*globals(), *vars(test_docs_pipelines)}
-        assert page in NOT_YET_READ or not survey.ran or name in tests, f"{page}: no {name}"
-    summary = (
-        f"{run_here + not_yet + len(marked)} shell blocks: {run_here} run, {len(marked)} marked not runnable "
-        f"here, {not_yet} on pages not yet read ({', '.join(sorted(NOT_YET_READ))})"
-    )
+        tests = {*globals(), *vars(test_docs_pipelines), *vars(test_docs_team)}
+        assert not survey.ran or name in tests, f"{page}: no {name}"
+    summary = f"{run_here + len(marked)} shell blocks: {run_here} run, {len(marked)} marked not runnable here"
     reasons = Counter((where.split(":")[0], why) for where, why in marked.items())  # lines move; pages stay
     listing = "".join(f"- `{page}` ({n}): {why}\n" for (page, why), n in reasons.items())
     print(summary, listing, sep="\n")

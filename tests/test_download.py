@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from documented import documented
 from helpers import serve_folder, write_idx_folder
 from torchvision.datasets import FashionMNIST
 
@@ -56,6 +57,7 @@ def test_corrupt_file_gives_checksum_error_and_no_output(idx_folder, http_mirror
         download("FashionMNIST", [str(folder), url], out, True, pinned={"FashionMNIST": sums})
     message = str(error.value)
     assert "no source gave a valid train-images-idx3-ubyte" in message
+    documented("no source gave a valid", error.value)
     assert message.count("checksum mismatch: sha256") == 2  # both sources serve the corrupt file
     assert str(folder) in message and url in message and "\n" not in message
     assert not out.exists() and list(tmp_path.glob(".raw.*")) == []

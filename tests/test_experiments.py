@@ -6,6 +6,7 @@ import time
 
 import mlflow
 import pytest
+from documented import documented
 from helpers import make_project, run, shrunk_params, stop_queue_workers, write_idx_folder
 
 from pipeline.compare import exp_show, flat_rows, rank
@@ -136,6 +137,8 @@ def test_a_bad_value_fails_before_any_output_is_removed(project, override, messa
     result = run(["dvc", "exp", "run", "-S", override], repo, env, check=False)
     log = result.stdout + result.stderr
     assert result.returncode != 0 and message in log, log
+    if override == "train.batch_size=0":
+        documented("must be >= 1", log)
     assert "Running stage 'check'" in log and "Running stage 'train@" not in log
     assert outputs(repo) | {repo / "report.md": (repo / "report.md").read_bytes()} == before
     run(["git", "checkout", "params.yaml"], repo, env)  # the one-line way back

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from documented import documented
 from helpers import (
     IDX_NAMES,
     ROOT,
@@ -58,6 +59,7 @@ def test_a_training_split_smaller_than_one_batch_is_one_line(split_dir, tmp_path
         "error: the training split holds 500 images, fewer than one batch (train.batch_size 501): "
         "lower train.batch_size or data.val_size"
     ]
+    documented("fewer than one batch", result.stderr)
     assert not (tmp_path / "models").exists()
 
 
@@ -92,6 +94,7 @@ def test_a_checkpoint_holding_a_python_object_is_refused_without_running_it(tmp_
         f"error: {path} is not a checkpoint this pipeline wrote: it holds a Python object, not only tensors and "
         "numbers (Trying to load unsupported GLOBAL posix.system whose module posix is blocked.), and is not loaded"
     ]
+    documented("is not a checkpoint this pipeline wrote", result.stderr)
 
 
 def test_a_file_that_is_not_a_checkpoint_of_this_version_is_one_line(tmp_path):
@@ -232,6 +235,7 @@ def test_an_interrupted_dvc_stage_names_the_command_that_restores_its_outputs(co
     text = log.read_text()
     assert proc.returncode != 0 and any(f"exited with {code}\n" in text for code in codes), text
     assert "interrupted: the stage stopped before it finished" in text and "Traceback" not in text
+    documented("interrupted: the stage stopped", text)
     check_restored(repo, env, text, before)
 
 
@@ -243,7 +247,23 @@ def test_a_failing_dvc_stage_names_the_command_that_restores_its_outputs(committ
     result = run(["dvc", "repro", "train@vanilla-0"], repo, env, check=False)
     text = result.stdout + result.stderr
     assert result.returncode != 0 and "error: vanilla/seed0: the loss diverged" in text, text
+    documented("error: ...; DVC removed the stage's previous outputs", text)
     check_restored(repo, env, text, before)
+
+
+@pytest.mark.slow
+def test_a_failing_stage_whose_outputs_no_cache_holds_says_to_re_create_them(committed_fresh, tmp_path):
+    """A clone whose DVC cache lacks the outputs (here: a cache folder of its own, empty): no command would bring
+    them back as dvc.lock records them, so the line names none but `dvc repro` and says why."""
+    repo, env = committed_fresh
+    run(["dvc", "cache", "dir", "--local", str(tmp_path / "empty-cache")], repo, env)
+    try:
+        edit_params(repo, **{"train.lr": 1.0e12})  # diverges in its first epoch
+        result = run(["dvc", "repro", "train@vanilla-0"], repo, env, check=False)
+    finally:
+        (repo / ".dvc/config.local").unlink()
+    line = documented("neither git nor this clone's DVC cache", result.stdout + result.stderr)
+    assert line.startswith("error: vanilla/seed0: the loss diverged") and f"holds {VANILLA[0]} as" in line
 
 
 def test_a_full_disk_is_one_line_naming_the_output_and_a_rerun_succeeds(split_dir, tmp_path):
@@ -263,6 +283,7 @@ def test_a_full_disk_is_one_line_naming_the_output_and_a_rerun_succeeds(split_di
         where = re.escape(str(disk / "models"))
         assert re.match(rf"error: no space left on the device holding {where}/seed1\.pt: ", line), line
         assert "MB free, this write needs 0.2 MB" in line and f"`df -h {disk / 'models'}`" in line
+        documented("no space left on the device", line)
         assert sorted(p.name for p in (disk / "models").iterdir()) == ["seed0.pt"]  # nothing half-written
         subprocess.run(["mount", "-o", "remount,size=10m", str(disk)], check=True)
         subprocess.run(commands[1], cwd=ROOT, check=True, capture_output=True, timeout=180)
@@ -300,6 +321,7 @@ def test_a_full_dvc_cache_is_one_line_and_the_printed_commit_keeps_the_trained_o
             r"(; the \d temp file\(s\) DVC left in the cache were removed)?",
             line,
         ), line
+        documented("is full (", line)
         assert not [f for f in cache.rglob("*.tmp")]
         checkpoint = (repo / "data/models/vanilla/seed0.pt").read_bytes()
         subprocess.run(["mount", "-o", "remount,size=20m", str(cache)], check=True)
@@ -343,6 +365,7 @@ def test_a_damaged_checkpoint_names_the_command_that_restores_it(committed_fresh
     predict = [sys.executable, "-m", "pipeline.predict", VANILLA[0], "--out", "p.csv"]
     (line,) = run(predict, repo, env, check=False).stderr.splitlines()
     assert line.startswith(f"error: {VANILLA[0]} cannot be read (")
+    documented("cannot be read (...); restore it", line)
     assert line.endswith(
         f"; restore it with `dvc checkout --force {VANILLA[0]}` or re-run its stage with "
         "`dvc repro --force train@vanilla-0`"
@@ -382,6 +405,7 @@ def test_raw_files_damaged_in_the_workspace_are_restored_by_the_printed_checkout
     assert line.endswith(
         "DVC removed the stage's previous outputs before it ran: restore them with `dvc checkout data/split`"
     )
+    documented("restore them with `dvc checkout --force data/raw`", line)
     run(["bash", "-c", re.search(r"restore them with `([^`]+)`", line)[1]], repo, env)
     assert run(["dvc", "repro", "--single-item", "--force", "split"], repo, env).returncode == 0
 
@@ -402,6 +426,7 @@ def test_raw_files_damaged_at_their_source_get_the_step_that_repairs_them(tmp_pa
         "fail their pinned checksums and tries the next of data.sources; or fix data.sources; then "
         "`dvc repro --force download`"
     )
+    documented("they are what stage download fetched", line)
 
 
 def test_stages_that_fail_alike_under_repro_say_so_once(tmp_path):

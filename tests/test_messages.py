@@ -1,6 +1,7 @@
 """What the user is told is what happened: a bad `-S` value is refused by scripts/repro.py before DVC runs
 anything (issue 32): one line naming the key, the params file as it was, nothing removed."""
 
+import ast
 import os
 import signal
 import socket
@@ -8,6 +9,7 @@ import subprocess
 import sys
 
 import pytest
+from documented import documented, listed
 from helpers import ROOT, free_port, make_project, run, shrunk_params, wait_for_url, write_idx_folder
 
 SAID = "(the -S values were not applied: the params files are as they were); nothing ran"
@@ -40,6 +42,8 @@ def test_a_bad_set_param_is_one_line_and_changes_nothing(project, setting, line)
     before = (repo / "params.yaml").read_bytes()
     result = run([sys.executable, "scripts/repro.py", "--exp", "-S", setting], repo, env, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (1, "", f"error: {line} {SAID}\n")
+    if setting == "train.seeds=[0,0]":
+        documented("must list each value once", result.stderr)
     assert (repo / "params.yaml").read_bytes() == before
     assert run(["git", "status", "--porcelain"], repo, env).stdout == ""  # no dvc.lock, no output, no exp
 
@@ -58,9 +62,14 @@ def test_a_params_file_dvc_cannot_read_is_one_line_naming_it(project):
             result = run([sys.executable, "scripts/repro.py"], repo, env, check=False)
             assert result.returncode == 1 and result.stderr.startswith(f"error: {line}"), result.stderr
             assert result.stderr.count("\n") == 1 and result.stderr.endswith("; nothing ran\n")
+            if text == "":
+                documented("it is empty", result.stderr)
+            if text == "train:\n\tlr: 0.1\n":
+                documented("is not valid YAML", result.stderr)
         (repo / "params.yaml").unlink()
         result = run([sys.executable, "scripts/repro.py"], repo, env, check=False)
         assert result.stderr.startswith("error: params file ") and "params.yaml not found; nothing ran" in result.stderr
+        documented("not found; nothing ran", result.stderr)
     finally:
         (repo / "params.yaml").write_text(before)
 
@@ -130,3 +139,21 @@ def test_lock_entries_of_stages_that_no_longer_exist_are_dropped_and_the_rest_ke
     finally:
         run(["git", "checkout", "--", "."], repo, env)
         run(["git", "clean", "-fdq"], repo, env)
+
+
+def test_every_message_the_troubleshooting_page_lists_is_produced_by_a_test():
+    """Each message in docs/troubleshooting.md's table has a test that makes the pipeline print it and compares
+    it with the page (a `documented("<part of it>", printed)` call: tests/documented.py)."""
+    fragments = {}
+    for path in sorted((ROOT / "tests").glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "documented":
+                fragment = node.args[0]
+                assert isinstance(fragment, ast.Constant), f"{path.name}:{node.lineno}: the fragment is a literal"
+                fragments.setdefault(fragment.value, []).append(f"{path.name}:{node.lineno}")
+    messages = listed()
+    assert len(messages) >= 25
+    for fragment, where in fragments.items():
+        assert sum(fragment in m for m in messages) == 1, f"{where}: {fragment!r} is not in exactly one message"
+    untested = [m for m in messages if not any(f in m for f in fragments)]
+    assert not untested, "no test produces:\n" + "\n".join(untested)

@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import yaml
+from documented import documented
 from helpers import ROOT, train_cmd
 
 from pipeline.params import ParamsError, load_params, validate
@@ -106,6 +107,8 @@ def test_bad_params_name_the_key(path, value, message):
         validate(broken(path, value))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+    if path == ("train", "lrr"):
+        documented("unknown key train.lrr", error.value)
 
 
 def test_a_variants_train_overrides_apply_to_it_alone():

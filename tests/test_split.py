@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from documented import documented
 
 from pipeline.errors import PipelineError
 from pipeline.split import stratified_split
@@ -49,7 +50,8 @@ def test_val_size_out_of_range_names_the_key():
 def test_a_split_that_leaves_a_class_without_validation_images_is_refused():
     with pytest.raises(
         PipelineError, match=r"data.val_size 5 leaves class \d \(\d+ of 5000 images\) without validation"
-    ):
+    ) as error:
         stratified_split(labels_with_imbalance(), 5, seed=0)
+    documented("without validation images", error.value)
     with pytest.raises(PipelineError, match=r"data.val_size 4995 leaves class \d .* without training"):
         stratified_split(labels_with_imbalance(), 4995, seed=0)

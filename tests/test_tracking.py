@@ -12,6 +12,7 @@ import urllib.request
 import mlflow
 import pytest
 import yaml
+from documented import documented
 from helpers import (
     ROOT,
     free_port,
@@ -60,6 +61,7 @@ def test_unreachable_store_is_one_clear_line(split_dir, tmp_path):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: MLflow store {uri} cannot be used")
+    documented("cannot be used", result.stderr)
     assert not (tmp_path / "models").exists()
 
 
@@ -151,6 +153,7 @@ def test_a_server_stopped_mid_run_is_a_warning_and_the_outputs_are_complete(mlfl
     warnings = stderr.strip().splitlines()
     assert 1 <= len(warnings) <= 2 and all(w.startswith("warning: MLflow: ") for w in warnings), stderr
     assert "the DVC outputs are complete" in warnings[0] and "Traceback" not in stderr
+    documented("not mirrored to", warnings[0])
     assert (tmp_path / "models" / "seed0.pt").is_file()
 
     # The runs finished while the server was down; back up, the next command that opens the store says so
@@ -196,6 +199,7 @@ def test_sigkill_leaves_nothing_stuck_once_the_next_commands_run(split_dir, tmp_
 
     opened = predict_model_uri("models:/nosuch@x", env)  # not a stage: it only opens the store
     assert opened.returncode == 2 and opened.stdout.count("was left RUNNING by a dead process: marked KILLED") == 1
+    documented("was left RUNNING by a dead process", opened.stdout)
     assert {r.info.status for r in client.search_runs([experiment.experiment_id])} == {"KILLED"}
 
     again = train_stage(write_params(tmp_path), split_dir, tmp_path, uri)  # the stage, into the same folder
@@ -270,6 +274,7 @@ def test_a_deleted_experiment_is_one_line_saying_how_to_restore_it(split_dir, tm
         f"error: MLflow experiment 'lenet5-variants' in {uri} is deleted: restore it with "
         f"`mlflow experiments restore --experiment-id {experiment_id}` or set tracking.experiment to a new name"
     ]
+    documented("is deleted: restore it", result.stderr)
 
 
 @pytest.mark.slow  # a whole stage killed or its server stopped: the full tier (make test)

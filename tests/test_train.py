@@ -3,10 +3,12 @@
 import math
 import os
 import re
+from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from documented import documented
 from helpers import shrunk_params, train_one
 
 from pipeline.data import load_split
@@ -86,8 +88,9 @@ def test_training_learns_and_keeps_the_best_val_loss_epoch_of_every_seed(split_d
     metrics, counts, hits, latency = scores.metrics, scores.counts, scores.hits, scores.latency
     confusion, per_class = scores.confusion, scores.per_class
     assert scores.history == wide_history(histories)
-    with pytest.raises(PipelineError, match=r"no checkpoint .*seed2.pt: run `dvc repro train@models-2` first"):
+    with pytest.raises(PipelineError, match=r"no checkpoint .*seed2.pt: run `dvc repro train@models-2` first") as e:
         checkpoint_files(tmp_path / "models", [0, 1, 2])
+    documented("no checkpoint", e.value)
     for seed in (0, 1):
         best = min(histories[seed], key=lambda h: h["val_loss"])
         assert metrics[f"best_epoch_seed{seed}"] == best["epoch"]
@@ -260,6 +263,15 @@ def test_a_run_that_explodes_or_stays_at_chance_is_diverged_not_a_result(split_d
         said.append(str(failure.value))
     kinds = r"the loss diverged \((not finite|train loss [0-9.e+]+)\) in epoch \d|the run learned nothing"
     assert all(re.match(rf"vanilla/seed\d: ({kinds}).*lower train.lr \(now 1000.0\)", line) for line in said), said
+    # a rate that neither explodes nor learns: at 1.5 these two seeds stay at chance above a guess's loss
+    for seed in (2, 3):
+        with pytest.raises(PipelineError) as failure:
+            train_one(tiny_params(**{"train.lr": 1.5, "train.epochs": 3}), "vanilla", split_dir, seed)
+        said.append(str(failure.value))
+    printed = "".join(f"error: {line}\n" for line in said)  # as the stages print them
+    documented("the loss diverged (not finite)", printed)
+    documented("the loss diverged (train loss", printed)
+    documented("the run learned nothing", printed)
     # the same data and epochs at the default learning rate is a result
     _, history = train_one(tiny_params(**{"train.epochs": 3}), "vanilla", split_dir, 0)
     assert max(h["val_acc"] for h in history) > 0.3
@@ -294,3 +306,16 @@ def test_how_many_train_stages_run_at_once_comes_from_the_machine(monkeypatch, t
     monkeypatch.setenv("PIPELINE_WORKERS", "two")
     with pytest.raises(SystemExit, match="PIPELINE_WORKERS must be a whole number >= 1, got 'two'"):
         workers(params(1))
+
+
+def test_a_damaged_run_config_is_one_line_naming_the_way_back(tmp_path, monkeypatch):
+    from pipeline.errors import PipelineError
+    from pipeline.train import load_config
+
+    monkeypatch.chdir(tmp_path)
+    path = Path("data/config/vanilla.json")
+    path.parent.mkdir(parents=True)
+    path.write_text('{"variant": "vanilla"}')  # what an older check wrote, or an edit
+    with pytest.raises(PipelineError) as error:
+        load_config(path)
+    documented("is not a run config", error.value)
