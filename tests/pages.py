@@ -10,7 +10,17 @@ from pathlib import Path
 
 import numpy as np
 import yaml
-from helpers import ROOT, TUNE_FILES, free_port, make_project, run, shrunk_params, shrunk_search, write_idx_folder
+from helpers import (
+    ROOT,
+    TUNE_FILES,
+    free_port,
+    make_project,
+    run,
+    serve_folder,
+    shrunk_params,
+    shrunk_search,
+    write_idx_folder,
+)
 from PIL import Image
 from reader import Reader
 from ruamel.yaml import YAML
@@ -49,12 +59,15 @@ def shrink_in_place(text, shrunk):
     return out.getvalue()
 
 
-def docs_project(tmp_path, variants=None, **overrides):
+def docs_project(tmp_path, variants=None, sources=None, **overrides):
     """A shrunk project a reader can type the pages' commands in: params.yaml as the real file with the shrunk
-    values (and only `variants`, if given), the Makefile, the scripts, the tune pipeline's params, the venv."""
+    values (and only `variants`, and the data's `sources`, if given), the Makefile, the scripts, the tune
+    pipeline's params, the venv."""
     mirror = tmp_path / "mirror"
     write_idx_folder(mirror)
     params = shrunk_params(mirror, **{"train.epochs": 1, **overrides})
+    if sources:
+        params["data"]["sources"]["FashionMNIST"] = sources
     if variants:
         params["variants"] = {name: params["variants"][name] for name in variants}
     repo, env = make_project(tmp_path, params)
@@ -87,11 +100,15 @@ def read(page, repo, env, stop=True, **options):
 
 
 def reproduce_readme(tmp):
-    """README.md read on a fresh shrunk project in `tmp`: `make run` (the suite itself is marked); its results
-    committed. (repo, env)."""
-    repo, env = docs_project(tmp)
-    reader = read("README.md", repo, env)
+    """README.md read on a fresh shrunk project in `tmp`: `make run` (the suite itself is marked), two train
+    stages at once, the data from a loopback HTTP mirror after a local folder that is missing; what it printed
+    in observations/readme-make-run.log (git ignores observations/); its results committed. (repo, env)."""
+    write_idx_folder(tmp / "mirror")
+    with serve_folder(tmp / "mirror") as url:
+        repo, env = docs_project(tmp, sources=[str(tmp / "absent"), url])
+        reader = read("README.md", repo, {**env, "PIPELINE_WORKERS": "2"})  # as on this machine's 2 cores
     assert [where for where, _ in reader.skipped] == ["README.md:13"]
+    (repo / "observations/readme-make-run.log").write_text(reader.printed_by("make run"))
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "results"], repo, env)
     return repo, env
@@ -148,10 +165,12 @@ def setup_extending(repo, env):
 
 
 def setup_study(repo, env):
-    """The study's results committed, as the repository's are (the page compares an experiment with them)."""
-    run(["make", "study"], repo, env)
+    """The study's results committed, as the repository's are (the page compares an experiment with them): what
+    `make study` printed."""
+    printed = run(["make", "study"], repo, env).stdout
     run(["git", "add", "-A"], repo, env)
     run(["git", "commit", "-qm", "the study's results"], repo, env)
+    return printed
 
 
 def setup_tuning(repo, env):

@@ -96,6 +96,8 @@ class Reader:
         self.timeout = timeout
         self.ran, self.skipped, self.sessions = [], [], []
         self.seconds = {}  # each command's wall time, printed at the page's end (pytest shows it on a failure)
+        self.printed = {}  # what each command printed, for a test's checks beyond what the page shows
+        self.scripts = {}  # and what it ran
         self.state = Path(tempfile.mkdtemp(prefix="reader-")) if cwd else None
 
     def shell(self, script, where, until_shown=None, own_terminal=False):
@@ -156,6 +158,7 @@ class Reader:
         self.env = dict(item.split("=", 1) for item in (state / "env").read_text().split("\0") if "=" in item)
         self.ran.append(where)
         self.seconds[where] = time.monotonic() - started
+        self.printed[where], self.scripts[where] = printed, script
         return printed
 
     def bash(self, example):
@@ -195,6 +198,7 @@ class Reader:
     def read(self, page, stop=True):
         """Run every block of `page` in order; return self (ran, skipped: [(where, reason)]). With `stop=False`,
         what the page left running (its server) runs on until `stop()`."""
+        self.page_read = Path(page)
         parsers = [
             SkipParser(),
             CodeBlockParser("bash", self.bash),
@@ -215,6 +219,18 @@ class Reader:
         if self.seconds:
             print("".join(f"{seconds:6.1f} s  {where.splitlines()[0]}\n" for where, seconds in self.seconds.items()))
         return self
+
+    def printed_under(self, heading):
+        """What the commands of the page's section `## <heading>` printed, joined (the page read last)."""
+        page = self.page_read.read_text().splitlines()
+        start = page.index(f"## {heading}") + 1
+        end = next((i for i in range(start, len(page)) if page[i].startswith("## ")), len(page)) + 1
+        lines = {where: int(where.split(":")[1]) for where in self.printed}
+        return "".join(text for where, text in self.printed.items() if start <= lines[where] <= end)
+
+    def printed_by(self, command):
+        """What the blocks or commands that ran `command` printed, joined."""
+        return "".join(self.printed[where] for where, script in self.scripts.items() if command in script)
 
     def stop(self):
         """End what the page's commands left running (a server in a terminal of its own, or started with `&`) as

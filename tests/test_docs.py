@@ -4,12 +4,14 @@ block that cannot run here says so in its page (`<!-- skip: next "why" -->`); th
 docs/extending.md, study.md and sweep.md are read in tests/test_docs_pipelines.py, on the other worker, from the
 same reproduced project (conftest.py); docs/team.md in tests/test_docs_team.py, with its services."""
 
+import json
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import test_docs_pipelines
 import test_docs_team
+import torch
 from helpers import ROOT, postgres, stop_queue_workers
 from pages import copy_of, options, read, setup_pipeline, setup_tuning
 from reader import Reader
@@ -75,8 +77,25 @@ def test_tuning_page(reproduced, tmp_path):
         server = make_url(url)
         where = {"db-host": "127.0.0.1", "5432": str(server.port), "PASSWORD": server.password}
         env = {**env, "PGPASSWORD": server.password}  # what the reader types when createdb asks
-        read("docs/tuning.md", repo, env, substitutions=where)
-    assert (repo / "tune/tuning.md").is_file()
+        reader = read("docs/tuning.md", repo, env, substitutions=where)
+    # `make tune`: each variant's search, then its best setting trained on the standard seeds, the report
+    made = reader.printed_by("make tune")
+    assert "tune@dropout done" in made and "Running stage 'tune_report'" in made, made
+    for log in (repo / "tune/observations/repro").glob("*.log"):  # quiet logs: no third-party warning
+        assert "Warning" not in log.read_text(), log.name
+    tune = repo / "tune"
+    summary = json.loads((tune / "trials/dropout.json").read_text())
+    tuned = json.loads((tune / "data/config/dropout.json").read_text())
+    assert {key: tuned[key.split(".")[0]][key.split(".")[1]] for key in summary["settings"]} == summary["settings"]
+    checkpoint = torch.load(tune / "data/models/dropout/seed1.pt", weights_only=False)
+    assert checkpoint["model_params"]["dropout"] == tuned["model"]["dropout"]  # trained with the tuned value
+    text = (tune / "tuning.md").read_text()
+    assert "## What the budget buys" in text and "| dropout |" in text and (tune / "plots/budget.png").is_file()
+    # `dvc exp run -S` on dropout's own dimension re-runs dropout's stages only
+    changed = reader.printed_by("dvc exp run -S 'tune.variants.dropout.model.dropout.high=0.7'")
+    ran = sorted(line.split("'")[1] for line in changed.splitlines() if line.startswith("Running stage"))
+    expected = ["check", "evaluate@dropout", "report", "train@dropout-0", "train@dropout-1", "tune@dropout"]
+    assert [s for s in ran if s != "tune_report"] == expected, changed
 
 
 def test_pages_of_records_and_clusters_are_marked(tmp_path):

@@ -1,5 +1,6 @@
 """The tune pipeline: Dodge's estimator by hand, the search's checks, real Optuna searches on shrunk data
-(SQLite; PostgreSQL for two workers and a killed one), and tune/dvc.yaml run by the real dvc."""
+(SQLite; PostgreSQL for two workers and a killed one; a Ray cluster's workers). tune/dvc.yaml run by the real dvc
+is docs/tuning.md's, read in tests/test_docs.py (test_tuning_page)."""
 
 import json
 import os
@@ -18,7 +19,6 @@ from helpers import (
     ROOT,
     RayCluster,
     free_port,
-    make_project,
     postgres,
     run,
     shrunk_params,
@@ -26,7 +26,6 @@ from helpers import (
     start_mlflow_server,
     stop_server,
     synthetic_images,
-    write_idx_folder,
 )
 
 from pipeline.budget import expected_max, expected_max_band, ranking_changes
@@ -343,38 +342,6 @@ def test_a_killed_workers_trial_is_failed_and_queued_again_while_the_other_carri
     (retry,) = [t for t in trials if t.system_attrs.get("failed_trial") == killed.number]
     assert retry.params == killed.params and retry.state.name == "COMPLETE"
     assert f"vanilla trial {retry.number} epoch  40" in out  # the other worker ran it to the end
-
-
-@pytest.mark.slow
-def test_the_tune_pipeline_runs_in_dvc_and_one_variants_space_reruns_that_variant_only(tmp_path):
-    """`make tune`'s commands on a shrunk project: each variant's search, then its best setting trained on
-    the standard seeds; `dvc exp run -S` on dropout's own dimension re-runs dropout's stages only."""
-    write_idx_folder(tmp_path / "mirror", contrast=12)
-    params = shrunk_params(tmp_path / "mirror", **{"tracking.enabled": False})
-    params["variants"] = {name: params["variants"][name] for name in ("vanilla", "dropout")}
-    search = shrunk_search()
-    search["tune"]["variants"] = {name: search["tune"]["variants"][name] for name in ("vanilla", "dropout")}
-    repo, env = make_project(tmp_path, params, tune_params=search)
-    run(["dvc", "repro"], repo, env)  # the main pipeline: the shared setting's results
-    out = run([sys.executable, "scripts/repro.py", "--cd", "tune"], repo, env).stdout
-    assert "tune@dropout done" in out and "2 tune stage(s)" in out and "Running stage 'tune_report'" in out
-    for log in (repo / "tune/observations/repro").glob("*.log"):  # quiet logs: no third-party warning
-        assert "Warning" not in log.read_text(), log.name
-    tune = repo / "tune"
-    summary = json.loads((tune / "trials/dropout.json").read_text())
-    tuned = json.loads((tune / "data/config/dropout.json").read_text())
-    assert {key: tuned[key.split(".")[0]][key.split(".")[1]] for key in summary["settings"]} == summary["settings"]
-    checkpoint = torch.load(tune / "data/models/dropout/seed1.pt", weights_only=False)
-    assert checkpoint["model_params"]["dropout"] == tuned["model"]["dropout"]  # trained with the tuned value
-    text = (tune / "tuning.md").read_text()
-    assert "## What the budget buys" in text and "| dropout |" in text and (tune / "plots/budget.png").is_file()
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "tuned"], repo, env)
-
-    out = run(["dvc", "exp", "run", "-S", "tune.variants.dropout.model.dropout.high=0.5"], tune, env).stdout
-    ran = sorted(line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage"))
-    expected = ["check", "evaluate@dropout", "report", "train@dropout-0", "train@dropout-1", "tune@dropout"]
-    assert [s for s in ran if s != "tune_report"] == expected, out
 
 
 @pytest.mark.slow
