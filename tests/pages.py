@@ -102,10 +102,13 @@ def read(page, repo, env, stop=True, **options):
 def reproduce_readme(tmp):
     """README.md read on a fresh shrunk project in `tmp`: `make run` (the suite itself is marked), two train
     stages at once, the data from a loopback HTTP mirror after a local folder that is missing; what it printed
-    in observations/readme-make-run.log (git ignores observations/); its results committed. (repo, env)."""
+    in observations/readme-make-run.log (git ignores observations/); its results committed. (repo, env).
+
+    The mirror's folder is the last source: a page's `dvc repro --force` fetches again after the HTTP server
+    has gone (download tries the sources in order)."""
     write_idx_folder(tmp / "mirror")
     with serve_folder(tmp / "mirror") as url:
-        repo, env = docs_project(tmp, sources=[str(tmp / "absent"), url])
+        repo, env = docs_project(tmp, sources=[str(tmp / "absent"), url, str(tmp / "mirror")])
         reader = read("README.md", repo, {**env, "PIPELINE_WORKERS": "2"})  # as on this machine's 2 cores
     assert [where for where, _ in reader.skipped] == ["README.md:13"]
     (repo / "observations/readme-make-run.log").write_text(reader.printed_by("make run"))
