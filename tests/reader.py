@@ -110,7 +110,7 @@ class Reader:
             script = script.replace(shown, used)
         state, started = self.state, time.monotonic()
         wrapped = f"trap 'pwd > {state}/cwd; env -0 > {state}/env' EXIT\nset -e -o pipefail\n{script}\n"
-        with tempfile.NamedTemporaryFile("w+", delete=not own_terminal) as out:
+        with tempfile.NamedTemporaryFile("w+", dir=state, delete=not own_terminal) as out:  # beside the state
             proc = subprocess.Popen(
                 ["bash", "-c", wrapped],
                 cwd=self.cwd,
