@@ -123,7 +123,6 @@ class Reader:
                 # would every process it starts)
                 preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
             )
-            self.sessions.append(proc.pid)  # what it left running (a `... &`) goes at the page's end
             deadline = time.monotonic() + self.timeout
             if until_shown is not None:  # a server prints its first lines in a minute or two, not more
                 deadline = time.monotonic() + min(self.timeout, 180)
@@ -135,6 +134,7 @@ class Reader:
                     printed = Path(out.name).read_text()
                     if proc.poll() is not None or not until_shown.match(printout(printed, self.masks)):
                         raise AssertionError(f"{where}: did not start as shown\n--- printed:\n{printed[-6000:]}")
+                    self.sessions.append(proc.pid)  # stopped at the page's end
                     self.ran.append(where)
                     self.seconds[where] = time.monotonic() - started
                     return printed
@@ -149,6 +149,8 @@ class Reader:
                 hung = True
             out.seek(0)
             printed = out.read()
+        if not hung and _group_has_members(proc.pid):  # it left something running (a `... &`): stopped at the
+            self.sessions.append(proc.pid)  # page's end. A group that has ended is not kept: its id may be reused
         if hung:
             after = "Ctrl-C" if until_shown else f"{self.timeout} s"
             raise AssertionError(f"{where}: still running after {after}\n--- printed:\n{printed[-6000:]}")
@@ -255,3 +257,11 @@ class Reader:
                     break
                 time.sleep(0.5)
         self.sessions = []
+
+
+def _group_has_members(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
