@@ -62,8 +62,9 @@ def register(params, models_dir, metrics_dir, name, alias):
     run_id = tracking.checkpoint_run(params, file_md5(path)) if store else None
     if store is None or not run_id:
         raise PipelineError(
-            f"no run in {mlflow_store.tracking_uri()} trained {path} (tracking was off, DVC restored it from its "
-            f"cache, or it trained against another store): retrain it with "
+            f"no run in {mlflow_store.tracking_uri()}, experiment {mlflow_store.experiment_name(params)}, trained "
+            f"{path} (tracking was off, DVC restored it from its cache, or it trained against another store or "
+            f"experiment: MLFLOW_EXPERIMENT_NAME, if set, names the one searched): retrain it with "
             f"`dvc repro --force train@{variant}-{first_seed}`"
         )
     mlflow, _ = store

@@ -26,7 +26,7 @@ def project(tmp_path):
     return tmp_path, params
 
 
-def register(tmp_path, params, store):
+def register(tmp_path, params, store, **environ):
     command = [
         sys.executable,
         "-m",
@@ -38,7 +38,8 @@ def register(tmp_path, params, store):
         "--metrics",
         str(tmp_path / "metrics"),
     ]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store}
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_EXPERIMENT_NAME"}
+    env.update(MLFLOW_TRACKING_URI=store, **environ)
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
 
 
@@ -60,14 +61,19 @@ def test_missing_metrics_and_a_missing_checkpoint(project):
     )
 
 
-def test_a_checkpoint_no_run_of_the_store_trained(project):
+@pytest.mark.parametrize("exported", [None, "lenet5-tuned"])
+def test_a_checkpoint_no_run_of_the_store_trained(project, exported):
+    """The line names the store and the experiment it searched: MLFLOW_EXPERIMENT_NAME's where a shell exported
+    it (docs/team.md's workers do), else tracking.experiment."""
     tmp_path, params = project
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     checkpoint = tmp_path / "models/mlp/seed0.pt"
     checkpoint.parent.mkdir(parents=True)
     checkpoint.write_bytes(b"a checkpoint DVC restored from its cache: no run logged it here")
-    line = last_line(register(tmp_path, params, store))
+    environ = {"MLFLOW_EXPERIMENT_NAME": exported} if exported else {}
+    line = last_line(register(tmp_path, params, store, **environ))
     assert line == (
-        f"error: no run in {store} trained {checkpoint} (tracking was off, DVC restored it from its cache, or it "
-        "trained against another store): retrain it with `dvc repro --force train@mlp-0`"
+        f"error: no run in {store}, experiment {exported or 'register-test'}, trained {checkpoint} (tracking was "
+        "off, DVC restored it from its cache, or it trained against another store or experiment: "
+        "MLFLOW_EXPERIMENT_NAME, if set, names the one searched): retrain it with `dvc repro --force train@mlp-0`"
     )
