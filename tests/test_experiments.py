@@ -3,11 +3,14 @@
 import json
 import re
 import time
+from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import pytest
 from documented import documented
-from helpers import make_project, run, shrunk_params, stop_queue_workers, write_idx_folder
+from helpers import run, stop_queue_workers
+from pages import copy_of
 
 from pipeline.compare import exp_show, flat_rows, rank
 
@@ -16,16 +19,9 @@ GRID = [("0.1", "true"), ("0.2", "true")]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    """The real config shrunk to two variants, reproduced and committed."""
-    tmp = tmp_path_factory.mktemp("experiments")
-    write_idx_folder(tmp / "mirror")
-    params = shrunk_params(tmp / "mirror")
-    params["variants"] = {k: params["variants"][k] for k in ("vanilla", "dropout")}
-    repo, env = make_project(tmp, params)
-    run(["dvc", "repro"], repo, env)
-    run(["git", "add", "-A"], repo, env)
-    run(["git", "commit", "-qm", "baseline results"], repo, env)
+def project(reproduced, tmp_path_factory):
+    """A copy of the session's README project (pages.copy_of): the real config shrunk, reproduced, committed."""
+    repo, env = copy_of(reproduced, tmp_path_factory.mktemp("experiments"))
     yield repo, env
     stop_queue_workers(repo)  # a worker can hang at shutdown after its tasks are done
 
@@ -98,10 +94,11 @@ def test_queued_grid_and_a_bad_value(project):
     assert {n: sorted(v) for n, v in by_exp.items() if n in names} == {
         n: [f"evaluate@dropout {n}", "train@dropout-0", "train@dropout-1"] for n in names
     }
+    # (the experiment's artifact root is the one the store was made with: the README project's, copied here)
     for r in queued_runs:
-        assert r.info.artifact_uri.startswith((repo / "mlruns").as_uri())
+        assert r.info.artifact_uri.startswith(experiment.artifact_location) and ".dvc/tmp" not in r.info.artifact_uri
         if r.info.run_name.startswith("evaluate@"):  # the variant's run keeps the params file
-            assert (repo / "mlruns" / r.info.artifact_uri.split("/mlruns/", 1)[1] / "params.yaml").is_file()
+            assert (Path(urlparse(r.info.artifact_uri).path) / "params.yaml").is_file()
 
     # the compare command ranks the configurations by mean val accuracy: against each experiment's own
     # metrics file, read from git (an experiment is a commit), not from `dvc exp show`
