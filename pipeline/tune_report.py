@@ -55,8 +55,13 @@ def budget_figure(curves, bands, budget):
     return fig
 
 
-def _acc(m, key):
-    return f"{m[f'{key}_mean']:.2%} [{m[f'{key}_ci_low'] * 100:.2f}, {m[f'{key}_ci_high'] * 100:.2f}]"
+def accuracy_cell(metrics, key):
+    """'mean [CI]' of a metrics file's `key` (test_acc, val_acc); one seed has no interval (stage evaluate leaves
+    it out), so its cell says so."""
+    mean = f"{metrics[f'{key}_mean']:.2%}"
+    if f"{key}_ci_low" not in metrics:
+        return f"{mean} (one seed)"
+    return f"{mean} [{metrics[f'{key}_ci_low'] * 100:.2f}, {metrics[f'{key}_ci_high'] * 100:.2f}]"
 
 
 def _verdict(comparison, name, baseline):
@@ -136,9 +141,9 @@ def report_text(params, searches, curves, bands, tuned, shared, tuned_cmp, share
     ]
     for name in names:
         lines.append(
-            f"| {name} | {_acc(shared[name], 'test_acc')} | {_acc(shared[name], 'val_acc')} | "
-            f"{_verdict(shared_cmp, name, baseline)} | {_acc(tuned[name], 'test_acc')} | "
-            f"{_acc(tuned[name], 'val_acc')} | {_verdict(tuned_cmp, name, baseline)} |"
+            f"| {name} | {accuracy_cell(shared[name], 'test_acc')} | {accuracy_cell(shared[name], 'val_acc')} | "
+            f"{_verdict(shared_cmp, name, baseline)} | {accuracy_cell(tuned[name], 'test_acc')} | "
+            f"{accuracy_cell(tuned[name], 'val_acc')} | {_verdict(tuned_cmp, name, baseline)} |"
         )
     lower = [n for n in names if tuned[n]["val_acc_mean"] < shared[n]["val_acc_mean"]]
     lines += [

@@ -31,6 +31,7 @@ from helpers import (
 from pipeline.budget import expected_max, expected_max_band, ranking_changes
 from pipeline.params import ParamsError, load_params
 from pipeline.search import load_search
+from pipeline.tune_report import accuracy_cell
 
 PARAMS = load_params(ROOT / "params.yaml")
 CONFIGS = {name: PARAMS.run_config(name) for name in PARAMS.variants}
@@ -385,3 +386,12 @@ def test_a_shared_search_runs_its_workers_on_a_ray_cluster(tmp_path, hard_split,
     rescored = [r.data.tags["trial"] for r in children if "rescore_seed" in r.data.tags]  # on the nodes too
     assert len(rescored) == 2 and all(t.endswith(" seed 100") for t in rescored)
     assert all(r.data.params and "val_acc" in r.data.metrics for r in children)
+
+
+def test_the_tuned_tables_cell_of_a_one_seed_run_has_no_interval():
+    """stage evaluate leaves the interval out of a one-seed metrics file (no spread): the tuned table says so
+    instead of failing (`make tune` with train.seeds: [0] did, on a KeyError)."""
+    one_seed = {"test_acc_mean": 0.405, "val_acc_mean": 0.4, "test_acc_seed0": 0.405, "seeds": 1}
+    assert accuracy_cell(one_seed, "test_acc") == "40.50% (one seed)"
+    three = {"val_acc_mean": 0.9123, "val_acc_ci_low": 0.90004, "val_acc_ci_high": 0.92456}
+    assert accuracy_cell(three, "val_acc") == "91.23% [90.00, 92.46]"
