@@ -38,7 +38,9 @@ def team(tmp_path_factory):
     """The page read to its end, its server still up: (reader, tmp folder, moto's URL, the server's URL)."""
     assert socket.gethostbyname(HOST).startswith("127."), f"the hosts file should map {HOST} to 127.0.0.1"
     tmp = tmp_path_factory.mktemp("team")
-    build, env = docs_project(tmp / "build", variants=("vanilla", "dropout"))
+    # one seed: every run the page makes (yours, the teammate's, make tune's final ones) trains one stage per
+    # variant; the seeds' stages are the same code path, read on two seeds by the other pages
+    build, env = docs_project(tmp / "build", variants=("vanilla", "dropout"), **{"train.seeds": [0]})
     repo = tmp / "lenet5"  # your clone, as the page names it, before anything records an absolute path
     shutil.move(build, repo)
     env = _without_aws(env)
@@ -118,12 +120,12 @@ def test_team_page(team):
     assert (theirs / "tune/tuning.md").is_file()
     assert "team-users" not in run(["git", "status", "--porcelain"], mine, reader.env).stdout  # passwords: ignored
     # the teammate's experiment (dropout 0.4), by their login: its variant's run (named with the experiment)
-    # and its seeds' runs
+    # and its seed's run
     runs = runs_in(url, "lenet5-variants")
     names = sorted(r["info"]["run_name"] for r in runs)
     (evaluated,) = [r for r in runs if r["info"]["run_name"].startswith("evaluate@dropout ")]
     assert {p["key"]: p["value"] for p in evaluated["data"]["params"]}["model.dropout"] == "0.4"
-    assert {"train@dropout-0", "train@dropout-1"} <= set(names), names
+    assert "train@dropout-0" in names, names
     tuned = sorted(r["info"]["run_name"] for r in runs_in(url, "lenet5-tuned"))
     assert "tune@dropout" in tuned and "dropout trial 0" in tuned, tuned
     s3 = boto3.client("s3", endpoint_url=s3_url, **{k.lower(): v for k, v in S3_CREDENTIALS.items() if "KEY" in k})
