@@ -132,9 +132,10 @@ class Reader:
                     time.sleep(0.5)
                 if own_terminal:
                     printed = Path(out.name).read_text()
+                    if _group_has_members(proc.pid):  # stopped at the page's end, even if it did not start as shown
+                        self.sessions.append(proc.pid)
                     if proc.poll() is not None or not until_shown.match(printout(printed, self.masks)):
                         raise AssertionError(f"{where}: did not start as shown\n--- printed:\n{printed[-6000:]}")
-                    self.sessions.append(proc.pid)  # stopped at the page's end
                     self.ran.append(where)
                     self.seconds[where] = time.monotonic() - started
                     return printed
