@@ -96,11 +96,15 @@ class Run:
             self.pending_tags.update(tags)
 
     def log_params(self, values):
+        if not self.client:  # tracking off: not even MLflow's import (~1 s of every stage process)
+            return
         from mlflow.entities import Param
 
         self._mirror("params", lambda c: c.log_batch(self.run_id, params=[Param(k, str(v)) for k, v in values.items()]))
 
     def log_metrics(self, metrics, step=0):
+        if not self.client:
+            return
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
