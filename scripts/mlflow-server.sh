@@ -92,7 +92,7 @@ if [ -z "${MLFLOW_BACKEND_STORE_URI:-}" ]; then
   pg_stop=("${as_owner[@]}" "$bin/pg_ctl" -D "$pgdata" -m fast stop)
   for db in mlflow mlflow_auth; do
     "$bin/psql" -h 127.0.0.1 -p "$pgport" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" \
-      | grep -q 1 || "$bin/createdb" -h 127.0.0.1 -p "$pgport" -U postgres "$db"
+      | grep 1 >/dev/null || "$bin/createdb" -h 127.0.0.1 -p "$pgport" -U postgres "$db"
   done
   MLFLOW_BACKEND_STORE_URI="postgresql+psycopg2://postgres:$PGPASSWORD@127.0.0.1:$pgport/mlflow"
   MLFLOW_AUTH_DATABASE_URI="postgresql+psycopg2://postgres:$PGPASSWORD@127.0.0.1:$pgport/mlflow_auth"
