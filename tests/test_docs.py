@@ -5,6 +5,7 @@ docs/extending.md, study.md and sweep.md are read in tests/test_docs_pipelines.p
 same reproduced project (conftest.py); docs/team.md in tests/test_docs_team.py, with its services."""
 
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -12,13 +13,14 @@ import pytest
 import test_docs_pipelines
 import test_docs_team
 import torch
-from helpers import ROOT, postgres, stop_queue_workers
+from helpers import ROOT, postgres, run, stop_queue_workers
 from pages import copy_of, options, read, setup_pipeline, setup_tuning
 from reader import Reader
 from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.slow
 
+VARIANTS = ["vanilla", "batchnorm", "dropout", "weight_decay", "mlp"]  # the README project's
 PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 
 
@@ -56,13 +58,46 @@ def test_pipeline_page(reproduced, tmp_path):
     assert (repo / "dvc_plots/index.html").is_file()
 
 
+# Every key a metrics file may hold: results, never observations of one run (seconds, latency, ids).
+RESULT_KEY = re.compile(
+    r"^((test|val|train)_(acc|loss)_(mean|std|ci_low|ci_high|seed\d+)|(best_epoch|epochs_run)_seed\d+|seeds|parameters)$"
+)
+
+
 def test_experiments_page(reproduced, tmp_path):
     repo, env = copy_of(reproduced, tmp_path)
     try:
-        read("docs/experiments.md", repo, env, **options("docs/experiments.md"))
+        reader = read("docs/experiments.md", repo, env, **options("docs/experiments.md"))
     finally:
         stop_queue_workers(repo)
     assert (repo / "sweep.png").is_file()
+
+    # more seeds: each variant trains its new seed only, and the seeds it had keep their scores
+    added = reader.printed_by("-n ten-seeds")
+    trained = re.findall(r"^(train@\S+) done in", added, re.MULTILINE)
+    assert sorted(trained) == sorted(f"train@{v}-2" for v in VARIANTS), added
+    assert "Running stage 'evaluate@vanilla'" in added and "Running stage 'report'" in added, added
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout.split()
+    (ten,) = [ref for ref in refs if ref.endswith("/ten-seeds")]
+    for name in VARIANTS:
+        old = json.loads(run(["git", "show", f"{ten}^:metrics/{name}.json"], repo, env).stdout)  # its baseline
+        new = json.loads(run(["git", "show", f"{ten}:metrics/{name}.json"], repo, env).stdout)
+        assert new["seeds"] == 3 and all(new[f"test_acc_seed{s}"] == old[f"test_acc_seed{s}"] for s in (0, 1))
+
+    # the queued grid ran to its end: the page's wait loop waited for it (under `set -o pipefail`, `grep -q`
+    # ended the loop at once: it exits at its first match, and `dvc queue status` then fails on the closed pipe)
+    grid = [ref for ref in refs if ref.split("/")[-2] == ten.split("/")[-2]]
+    grid = [ref for ref in grid if ref.rsplit("/", 1)[1] not in ("dropout-05", "ten-seeds")]
+    assert len(grid) == 2, refs
+    # its experiments differ in dropout's rate only: their metrics diff is that variant's and the verdicts',
+    # and holds results only, no observation of a run (seconds, ids); nor does any metrics file
+    low, high = grid
+    diff = json.loads(run(["dvc", "metrics", "diff", low, high, "--json"], repo, env).stdout)
+    assert set(diff) == {"metrics/dropout.json", "comparison.json"}, diff
+    keys = set(diff["metrics/dropout.json"])
+    assert keys and {k for k in keys if not RESULT_KEY.match(k)} == set(), keys
+    for path in (repo / "metrics").glob("*.json"):
+        assert {k for k in json.loads(path.read_text()) if not RESULT_KEY.match(k)} == set(), path
 
 
 def test_mlflow_page(reproduced, tmp_path):

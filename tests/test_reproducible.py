@@ -7,18 +7,12 @@ MLflow and observations/, which neither tracks.
 """
 
 import json
-import re
 import sys
 
 import pytest
 from helpers import make_project, run, shrunk_params, write_idx_folder
 
 pytestmark = pytest.mark.slow
-
-# Every key a metrics file may hold: results, never observations of one run (seconds, latency, ids).
-RESULT_KEY = re.compile(
-    r"^((test|val|train)_(acc|loss)_(mean|std|ci_low|ci_high|seed\d+)|(best_epoch|epochs_run)_seed\d+|seeds|parameters)$"
-)
 
 
 @pytest.fixture(scope="module")
@@ -59,32 +53,6 @@ def test_a_clone_reproduces_every_byte_with_two_stages_at_once(project, tmp_path
     observed = json.loads((clone / "observations/train/vanilla/seed0.json").read_text())
     assert len(observed["seconds_per_epoch"]) == 2 and observed["mlflow_run_id"]
     assert "observations" in (repo / ".gitignore").read_text()
-
-
-def test_adding_a_seed_trains_that_seed_only(project):
-    repo, env = project
-    before = {name: json.loads((repo / f"metrics/{name}.json").read_text()) for name in ("vanilla", "dropout")}
-    out = run(["dvc", "exp", "run", "-n", "three-seeds", "-S", "train.seeds=[0,1,2]"], repo, env).stdout
-    ran = set(re.findall(r"Running stage '([^']+)'", out))
-    assert ran == {"check", "train@vanilla-2", "train@dropout-2", "evaluate@vanilla", "evaluate@dropout", "report"}
-    for name, old in before.items():
-        new = json.loads((repo / f"metrics/{name}.json").read_text())
-        assert new["seeds"] == 3 and all(new[f"test_acc_seed{s}"] == old[f"test_acc_seed{s}"] for s in (0, 1))
-    run(["git", "checkout", "--", "."], repo, env)  # back to the committed results for the next test
-    run(["dvc", "checkout", "--force"], repo, env)
-
-
-def test_metrics_diff_between_two_experiments_lists_only_results(project):
-    repo, env = project
-    for name, value in (("low", "0.1"), ("high", "0.5")):
-        run(["dvc", "exp", "run", "-n", name, "-S", f"variants.dropout.model.dropout={value}"], repo, env)
-    diff = json.loads(run(["dvc", "metrics", "diff", "low", "high", "--json"], repo, env).stdout)
-    # only the variant whose rate changed changed, and so did its comparison with vanilla
-    assert set(diff) == {"metrics/dropout.json", "comparison.json"}
-    keys = set(diff["metrics/dropout.json"])
-    assert keys and {k for k in keys if not RESULT_KEY.match(k)} == set(), keys
-    for path in (repo / "metrics").glob("*.json"):  # and no metrics file holds anything but results
-        assert {k for k in json.loads(path.read_text()) if not RESULT_KEY.match(k)} == set(), path
 
 
 def test_a_clone_that_never_ran_the_study_is_quiet_and_green(tmp_path):
