@@ -1,8 +1,10 @@
 """Shared fixtures, built from tests/helpers.py: synthetic IDX files, a split folder, a temp project; and the
 reproduced shrunk project the docs' pages are read on (tests/pages.py)."""
 
+import atexit
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -18,6 +20,7 @@ os.environ.setdefault("PIPELINE_WORKERS", "1")
 # MLFLOW_TRACKING_URI, its MLflow store under the repo root: point that at a folder of the test
 # session's own, never at the developer's workspace. Temp projects drop it (helpers.project_env).
 os.environ["DVC_ROOT"] = tempfile.mkdtemp(prefix="pipeline-tests-root-")
+atexit.register(shutil.rmtree, os.environ["DVC_ROOT"], True)  # this process's: xdist's controller makes one too
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -22,6 +22,7 @@ from block to block, as a terminal does: the folder a block `cd`s into and the v
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -258,6 +259,8 @@ class Reader:
                     break
                 time.sleep(0.5)
         self.sessions = []
+        if self.state is not None:  # the shell's state and the printouts of commands left running
+            shutil.rmtree(self.state, ignore_errors=True)
 
 
 def _group_has_members(pgid):

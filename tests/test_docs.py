@@ -8,7 +8,9 @@ import json
 import re
 from collections import Counter
 from pathlib import Path
+from urllib.parse import urlparse
 
+import mlflow
 import pytest
 import test_docs_pipelines
 import test_docs_team
@@ -66,6 +68,9 @@ RESULT_KEY = re.compile(
 
 def test_experiments_page(reproduced, tmp_path):
     repo, env = copy_of(reproduced, tmp_path)
+    # MLflow's documented form of a local store, relative: a queued experiment runs in a temp copy, and its runs
+    # must still land in the workspace's store (pipeline/mlflow_store.py resolves it against the repo)
+    env = {**env, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
     try:
         reader = read("docs/experiments.md", repo, env, **options("docs/experiments.md"))
     finally:
@@ -98,6 +103,27 @@ def test_experiments_page(reproduced, tmp_path):
     assert keys and {k for k in keys if not RESULT_KEY.match(k)} == set(), keys
     for path in (repo / "metrics").glob("*.json"):
         assert {k for k in json.loads(path.read_text()) if not RESULT_KEY.match(k)} == set(), path
+    # every queued experiment landed its MLflow runs and artifacts in the workspace's store, not its temp copy:
+    # a run per seed it trained (a seed the run-cache restored trains nothing) and its variant's run, whose
+    # artifacts keep the params file (the artifact root is the one the store was made with: the README
+    # project's, copied here)
+    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("lenet5-variants")
+    trained_in_grid = 0
+    for ref in grid:
+        name = ref.rsplit("/", 1)[1]
+        logs = run(["dvc", "queue", "logs", name], repo, env).stdout
+        trained = re.findall(r"^Running stage '(train@dropout-\d+)'", logs, re.MULTILINE)
+        trained_in_grid += len(trained)
+        runs = client.search_runs([experiment.experiment_id], f"tags.dvc_exp_name = '{name}'")
+        expected = [f"evaluate@dropout {name}", *trained]
+        assert sorted(r.info.run_name for r in runs) == sorted(expected), name
+        for r in runs:
+            assert r.info.artifact_uri.startswith(experiment.artifact_location), r.info.artifact_uri
+            assert ".dvc/tmp" not in r.info.artifact_uri, r.info.artifact_uri
+            if r.info.run_name.startswith("evaluate@"):
+                assert (Path(urlparse(r.info.artifact_uri).path) / "params.yaml").is_file()
+    assert trained_in_grid, "the grid trained nothing: its runs were not checked"
 
 
 def test_mlflow_page(reproduced, tmp_path):

@@ -1,21 +1,15 @@
-"""DVC's experiment workflow for real: a queued grid, a bad -S value, the run-cache, retraining."""
+"""DVC's experiment workflow for real: a bad value in the queue, a bad -S value, the run-cache, retraining."""
 
 import json
 import re
 import time
-from pathlib import Path
-from urllib.parse import urlparse
 
-import mlflow
 import pytest
 from documented import documented
 from helpers import run, stop_queue_workers
 from pages import copy_of
 
-from pipeline.compare import exp_show, flat_rows, rank
-
 pytestmark = pytest.mark.slow
-GRID = [("0.1", "true"), ("0.2", "true")]
 
 
 @pytest.fixture(scope="module")
@@ -39,77 +33,24 @@ def wait_for_queue(repo, env, timeout=540):
     raise AssertionError(f"queue not done in {timeout} s:\n{status}\n{logs}")
 
 
-def test_queued_grid_and_a_bad_value(project):
+def test_a_bad_value_in_the_queue_fails_alone(project):
+    """docs/experiments.md: "A value that is not valid fails that experiment with the one-line error and leaves the
+    others alone". (The page's own queued grid, read in tests/test_docs.py, checks where queued runs log.)"""
     repo, env = project
     params_before = (repo / "params.yaml").read_bytes()
-    run(
-        [
-            "dvc",
-            "exp",
-            "run",
-            "--queue",
-            "-S",
-            "variants.dropout.model.dropout=0.1,0.2",
-            "-S",
-            "+variants.dropout.batchnorm=true",
-        ],
-        repo,
-        env,
-    )
+    # beside it, an experiment that re-runs only check and report (report.margin is read by report alone)
+    run(["dvc", "exp", "run", "--queue", "--name", "margin", "-S", "report.margin=0.004"], repo, env)
     run(["dvc", "exp", "run", "--queue", "--name", "banana", "-S", "model.activation=banana"], repo, env)
-    # MLflow's documented form, relative: it must resolve against the repo, not the queue's temp copy
-    run(["dvc", "queue", "start", "-j", "2"], repo, {**env, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"})
+    run(["dvc", "queue", "start", "-j", "2"], repo, env)
     status = wait_for_queue(repo, env)
 
     # the bad value fails alone, with the validation error, and touches nothing
-    assert re.search(r"banana\s.*Failed", status), status
+    assert re.search(r"banana\s.*Failed", status) and re.search(r"margin\s.*Success", status), status
     logs = run(["dvc", "queue", "logs", "banana"], repo, env, check=False).stdout
     assert "error: model.activation must be one of relu, tanh" in logs
     assert (repo / "params.yaml").read_bytes() == params_before
-
-    rows = json.loads(run(["dvc", "exp", "show", "--json"], repo, env).stdout)
-    done = [
-        exp["revs"][0]
-        for commit in rows
-        for exp in (commit.get("experiments") or [])
-        if exp["revs"][0]["data"].get("metrics") and not exp["revs"][0].get("error")
-    ]
-    combos = {
-        (
-            str(e["data"]["params"]["params.yaml"]["data"]["variants"]["dropout"]["model"]["dropout"]),
-            str(e["data"]["params"]["params.yaml"]["data"]["variants"]["dropout"]["batchnorm"]).lower(),
-        )
-        for e in done
-    }
-    assert combos == set(GRID)
-    names = {e["name"] for e in done}
-
-    # every queued experiment landed its MLflow runs and artifacts in the workspace's store
-    client = mlflow.MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("lenet5-variants")
-    queued_runs = client.search_runs([experiment.experiment_id], "tags.dvc_exp_name != ''")
-    by_exp = {}
-    for r in queued_runs:
-        by_exp.setdefault(r.data.tags["dvc_exp_name"], []).append(r.info.run_name)
-    assert {n: sorted(v) for n, v in by_exp.items() if n in names} == {
-        n: [f"evaluate@dropout {n}", "train@dropout-0", "train@dropout-1"] for n in names
-    }
-    # (the experiment's artifact root is the one the store was made with: the README project's, copied here)
-    for r in queued_runs:
-        assert r.info.artifact_uri.startswith(experiment.artifact_location) and ".dvc/tmp" not in r.info.artifact_uri
-        if r.info.run_name.startswith("evaluate@"):  # the variant's run keeps the params file
-            assert (Path(urlparse(r.info.artifact_uri).path) / "params.yaml").is_file()
-
-    # the compare command ranks the configurations by mean val accuracy: against each experiment's own
-    # metrics file, read from git (an experiment is a commit), not from `dvc exp show`
-    ranked, changed = rank(flat_rows(exp_show(repo)), variant="dropout")
-    assert sorted(changed) == ["variants.dropout.batchnorm", "variants.dropout.model.dropout"]
-    val = {
-        e["name"]: json.loads(run(["git", "show", f"{e['rev']}:metrics/dropout.json"], repo, env).stdout) for e in done
-    }
-    queued = [r for r in ranked if set(r["experiments"]) <= names]
-    assert [r["experiments"] for r in queued] == [[n] for n in sorted(val, key=lambda n: -val[n]["val_acc_mean"])]
-    assert all(r["val_acc"] == pytest.approx(val[r["experiments"][0]]["val_acc_mean"]) for r in queued)
+    refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout.split()
+    assert [ref.rsplit("/", 1)[1] for ref in refs if ref.endswith(("/margin", "/banana"))] == ["margin"], refs
 
 
 def outputs(repo):
