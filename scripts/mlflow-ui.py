@@ -69,7 +69,9 @@ def main():
         if experiment.name in names:
             mlflow_store.tag_experiment(mlflow.MlflowClient(), experiment)  # a store made before the view existed
             print(f"  {experiment.name}: {mlflow_store.ui_url(base, experiment.experiment_id)}", flush=True)
-    command = [
+    command = [  # this interpreter's MLflow, the one imported above, whether or not its venv is on PATH
+        sys.executable,
+        "-m",
         "mlflow",
         "ui",
         "--backend-store-uri",

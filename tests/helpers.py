@@ -131,7 +131,10 @@ def wait_for_url(url, process, timeout=90):
         except urllib.error.HTTPError:  # it answers, with an error page: it is up
             return
         except OSError:
-            assert process.poll() is None, f"{process.args} exited {process.returncode}"
+            if process.poll() is not None:  # it has exited: what it printed, where a pipe holds it, says why
+                said = [pipe.read() for pipe in (process.stdout, process.stderr) if pipe is not None]
+                said = "".join(s.decode(errors="replace") if isinstance(s, bytes) else s for s in said)
+                raise AssertionError(f"{process.args} exited {process.returncode}\n{said[-3000:]}") from None
             assert time.monotonic() < deadline, f"{url} did not answer in {timeout} s"
             time.sleep(0.3)
 

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from documented import documented, listed
@@ -95,9 +96,13 @@ def test_ctrl_c_on_make_ui_stops_the_whole_server_in_one_line(tmp_path, stop):
     """`make ui` (scripts/mlflow-ui.py) serving, then Ctrl-C (SIGINT to its process group, as a terminal sends it)
     or `kill` (SIGTERM to it alone): its last line says the UI stopped, no traceback (MLflow's job runner printed
     one), nothing listens any more and no process of it is left (its own `mlflow ui` outlived the Ctrl-C before,
-    and a SIGTERM until this test: a test that stopped it so left it running)."""
+    and a SIGTERM until this test: a test that stopped it so left it running). Run by the venv's python with the
+    venv's bin/ off PATH, as `python scripts/mlflow-ui.py` is in a shell that did not activate it: its server is
+    that interpreter's MLflow."""
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    venv_bin = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "PATH": path}
     ui = subprocess.Popen(
         [sys.executable, "scripts/mlflow-ui.py", "--port", str(port)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True, start_new_session=True,
