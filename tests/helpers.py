@@ -336,10 +336,12 @@ def train_one(params, variant, split_dir, seed, out=None):
     return checkpoint, checkpoint.history
 
 
-def shrunk_search(**overrides):
+def shrunk_search(variants=None, **overrides):
     """tune/params.yaml's search, shrunk: 3 trials, the leader and the shared setting re-scored on one more seed,
-    no pruning unless asked."""
+    no pruning unless asked; with `variants`, the spaces of those alone (a project of those variants)."""
     search = yaml.safe_load((ROOT / "tune/params.yaml").read_text())
+    if variants:
+        search["tune"]["variants"] = {name: search["tune"]["variants"][name] for name in variants}
     search["tune"].update(trials=3, random_trials=2, rescore={"top": 1, "seeds": [100]})
     search["tune"]["pruner"].update(kind="none")
     for dotted, value in overrides.items():

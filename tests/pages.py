@@ -189,9 +189,7 @@ def setup_tuning(repo, env):
     """The search shrunk (3 trials, one re-scoring seed) and the project to the variants of `TUNED` (each
     variant's search, final seeds and scoring is the same work again), committed: `make tune`'s stages are
     the same per variant, and the page names dropout alone."""
-    search = shrunk_search()
-    search["tune"]["variants"] = {name: search["tune"]["variants"][name] for name in TUNED}
-    (repo / "tune/params.yaml").write_text(yaml.safe_dump(search, sort_keys=False))
+    (repo / "tune/params.yaml").write_text(yaml.safe_dump(shrunk_search(TUNED), sort_keys=False))
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["variants"] = {name: params["variants"][name] for name in TUNED}
     (repo / "params.yaml").write_text(shrink_in_place((repo / "params.yaml").read_text(), params))

@@ -187,8 +187,7 @@ def tune_setup(tmp_path, split, epochs=3, **search_overrides):
     params = shrunk_params(tmp_path, **{"train.epochs": epochs, "tracking.enabled": True})
     params["variants"] = {name: params["variants"][name] for name in ("vanilla", "dropout")}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    search = shrunk_search(**search_overrides)
-    search["tune"]["variants"] = {name: search["tune"]["variants"][name] for name in ("vanilla", "dropout")}
+    search = shrunk_search(("vanilla", "dropout"), **search_overrides)
     (tmp_path / "search.yaml").write_text(yaml.safe_dump(search))
     write_configs(load_params(tmp_path / "params.yaml"), tmp_path / "config")
     return search
