@@ -124,6 +124,7 @@ class Run:
         def log(client):
             import mlflow.data
             from mlflow.entities import Dataset, DatasetInput, InputTag
+            from mlflow.exceptions import MlflowException
 
             path = Path(split_dir) / f"{split}.pt"
             digest = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
@@ -137,7 +138,16 @@ class Run:
                     digest=digest,
                 )
             entity = Dataset(**data.to_dict())
-            client.log_inputs(self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", split)])])
+            inputs = [DatasetInput(entity, [InputTag("mlflow.data.context", split)])]
+            try:
+                client.log_inputs(self.run_id, inputs)
+            except MlflowException as e:
+                # Two seeds that start at once both find the dataset missing from the experiment and both
+                # insert it (MLflow 3.17's SQL store reads, then writes); the loser's unique-key error comes back
+                # as BAD_REQUEST. Once the winner's row is committed, the same call finds it and succeeds.
+                if e.error_code != "BAD_REQUEST":
+                    raise
+                client.log_inputs(self.run_id, inputs)
 
         self._mirror(f"the {split} dataset", log)
 
