@@ -282,6 +282,7 @@ for r in range(rounds):
 """
 
 
+@pytest.mark.slow  # two processes racing for 16 rounds of half a second: the full tier (make test)
 @pytest.mark.parametrize("store", ["server", "sqlite"])
 def test_seeds_that_start_at_once_each_log_the_split(store, split_dir, tmp_path, request):
     """Two train stages that start together log the same split into an experiment that lacks it: MLflow's
