@@ -268,15 +268,20 @@ def test_two_clones_create_one_new_store_at_once(tmp_path):
 
 
 LOG_SPLIT_IN_ROUNDS = """
-import os, sys, time
+import contextlib, os, sys, time
 from pipeline import tracking
 from pipeline.data import load_split
 from pipeline.params import load_params
-params_path, split_dir, start, rounds = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+params_path, split_dir, rounds = sys.argv[1], sys.argv[2], int(sys.argv[3])
 params, (images, labels) = load_params(params_path), load_split(split_dir, "train")
-for r in range(rounds):
-    os.environ["MLFLOW_EXPERIMENT_NAME"] = f"round-{r}"  # a new experiment: the dataset is new to it
-    with tracking.variant_run(params, "mlp", "train", params_path) as run:
+with contextlib.ExitStack() as stack:
+    runs = []
+    for r in range(rounds):  # each round a new experiment, so the split is new to it; its run opened now
+        os.environ["MLFLOW_EXPERIMENT_NAME"] = f"round-{r}"
+        runs.append(stack.enter_context(tracking.variant_run(params, "mlp", "train", params_path)))
+    print("ready", flush=True)
+    start = float(sys.stdin.readline())  # one instant for both processes, given once both are ready
+    for r, run in enumerate(runs):
         time.sleep(max(0.0, start + 0.5 * r - time.time()))  # both processes log at the same instant
         run.log_dataset(split_dir, "train", images, labels, "synthetic")
 """
@@ -291,17 +296,23 @@ def test_seeds_that_start_at_once_each_log_the_split(store, split_dir, tmp_path,
     url = request.getfixturevalue("mlflow_server")[0] if store == "server" else f"sqlite:///{tmp_path / 'mlflow.db'}"
     params, rounds = write_params(tmp_path), 16
     env = {**os.environ, "MLFLOW_TRACKING_URI": url, "PYTHONPATH": str(ROOT), "DVC_ROOT": str(tmp_path)}
-    start = str(time.time() + 8)  # after both processes' imports
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", LOG_SPLIT_IN_ROUNDS, str(params), str(split_dir), start, str(rounds)],
+            [sys.executable, "-c", LOG_SPLIT_IN_ROUNDS, str(params), str(split_dir), str(rounds)],
             cwd=tmp_path,
             env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
         )
         for _ in range(2)
     ]
+    assert [proc.stdout.readline() for proc in procs] == ["ready\n"] * 2, [p.communicate() for p in procs]
+    start = f"{time.time() + 1}\n"
+    for proc in procs:  # to both before waiting for either
+        proc.stdin.write(start)
+        proc.stdin.flush()
     for proc in procs:
         _, stderr = proc.communicate(timeout=120)
         assert proc.returncode == 0 and "warning" not in stderr, stderr
