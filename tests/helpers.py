@@ -64,6 +64,18 @@ def synthetic_images(n, seed, contrast=None):
     return images, labels.astype(np.uint8)
 
 
+def markdown_table(text, header_start):
+    """The rows (lists of cells) of the Markdown table in `text` whose header line starts with `header_start`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    rows = []
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        rows.append([cell.strip() for cell in line.strip("|").split("|")])
+    return rows
+
+
 def idx_bytes(array):
     """The IDX format: magic (0, 0, type 0x08 = ubyte, ndim), big-endian sizes, data."""
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)

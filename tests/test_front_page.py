@@ -7,21 +7,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers import markdown_table
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()
-
-
-def table(text, header_start):
-    """The rows (lists of cells) of the Markdown table whose header line starts with `header_start`."""
-    lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
-    rows = []
-    for line in lines[start + 2 :]:
-        if not line.startswith("|"):
-            break
-        rows.append([cell.strip() for cell in line.strip("|").split("|")])
-    return rows
 
 
 def test_the_front_page_is_short():
@@ -31,7 +20,7 @@ def test_the_front_page_is_short():
 def test_the_stage_map_is_dvc_yamls_stages_and_the_modules_their_commands_run():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     modules = {name: re.search(r"python -m pipeline\.(\w+)", str(stage))[1] for name, stage in stages.items()}
-    rows = table(README, "| stage | module |")
+    rows = markdown_table(README, "| stage | module |")
     mapped = {row[0].strip("`"): row[1].strip("`") for row in rows}
     assert mapped == {name: f"pipeline/{module}.py" for name, module in modules.items()}
     diagram = README[README.index("## The stage map") :].split("```")[1]
@@ -39,7 +28,7 @@ def test_the_stage_map_is_dvc_yamls_stages_and_the_modules_their_commands_run():
 
 
 def test_the_results_table_is_the_committed_metrics():
-    rows = table(README, "| variant | params |")
+    rows = markdown_table(README, "| variant | params |")
     variants = yaml.safe_load((ROOT / "params.yaml").read_text())["variants"]
     assert [row[0] for row in rows] == list(variants)
     for row in rows:

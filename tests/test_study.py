@@ -2,10 +2,13 @@
 (study/dvc.yaml), run by the real dvc beside the default one, is read from docs/study.md in
 tests/test_docs_pipelines.py (test_study_page)."""
 
+import json
+import re
+
 import pytest
 import torch
 import yaml
-from helpers import ROOT, build, synthetic_images
+from helpers import ROOT, build, markdown_table, synthetic_images
 
 from pipeline.fitting import fit_seed
 from pipeline.models import count_parameters
@@ -137,3 +140,45 @@ def test_the_study_reads_the_shared_settings_from_the_main_params_file():
 def test_a_variants_train_overrides_change_that_variant_only():
     """The train stage depends on variants.<name>, so an override re-runs that variant alone (see below)."""
     assert STUDY.train_for("cnn4_flip").model_dump(exclude={"hflip"}) == STUDY.train.model_dump(exclude={"hflip"})
+
+
+def points(text):
+    """'−0.67' (the docs' minus sign) or '+0.31' as a float."""
+    return float(text.replace("−", "-"))
+
+
+@pytest.mark.parametrize(
+    ("page", "header", "every_row"),
+    [
+        ("docs/study.md", "| row | params | test acc: mean ± std [95% CI], 3 seeds |", True),
+        ("docs/results.md", "| row | params | test acc: mean ± std [95% CI], 3 seeds |", False),
+    ],
+)
+def test_the_study_tables_are_the_committed_metrics_and_verdicts(page, header, every_row):
+    """Each row of the docs' study tables: its parameters, test and validation accuracy as study/metrics/ holds
+    them, and its difference from cnn4, interval and verdict as study/comparison.json (study/report.md) holds
+    them; docs/study.md's table has every row of study/params.yaml, in its order."""
+    comparison = json.loads((ROOT / "study/comparison.json").read_text())
+    rows = markdown_table((ROOT / page).read_text(), header)
+    names = [re.match(r"`?(\w+)", row[0])[1] for row in rows]
+    if every_row:
+        assert names == list(STUDY.variants)
+    assert names and set(names) <= set(STUDY.variants) and set(comparison) == set(STUDY.variants) - {"cnn4"}
+    for name, row in zip(names, rows):
+        metrics = json.loads((ROOT / f"study/metrics/{name}.json").read_text())
+        assert metrics["seeds"] == 3 and row[1] == f"{metrics['parameters']:,}", (name, row[1])
+        shown = re.fullmatch(r"\*\*([\d.]+)%\*\* ± ([\d.]+) \[([\d.]+), ([\d.]+)\]", row[2])
+        keys = ("test_acc_mean", "test_acc_std", "test_acc_ci_low", "test_acc_ci_high")
+        assert shown and [float(x) for x in shown.groups()] == [round(metrics[k] * 100, 2) for k in keys], row[2]
+        assert row[3] == f"{metrics['val_acc_mean'] * 100:.2f}%", (name, row[3])
+        if name == "cnn4":
+            assert row[4] == "baseline"
+            continue
+        verdict = re.match(r"([+−]\d+\.\d\d) pt \[([+−]\d+\.\d\d), ([+−]\d+\.\d\d)\], \*\*(\w+)\*\*", row[4])
+        assert verdict, (name, row[4])
+        compared = comparison[name]
+        expected = [round(compared[k] * 100, 2) for k in ("diff", "ci_low", "ci_high")]
+        assert [points(x) for x in verdict.groups()[:3]] == expected, (name, row[4])
+        assert verdict[4] == compared["verdict"], (name, row[4])
+        if compared["seeds_needed"]:
+            assert f"~{compared['seeds_needed']} seeds" in row[4], (name, row[4])
