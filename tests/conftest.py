@@ -5,6 +5,7 @@ import atexit
 import json
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from filelock import FileLock
 from helpers import compile_kernels_once, make_project, shrunk_params, synthetic_images, write_idx_folder
 from pages import reproduce_readme
 
+# A suite started in the background of a non-interactive shell (`make test &`, nohup) inherits SIGINT ignored,
+# and every process it starts would too (an ignored signal stays ignored across exec): the Ctrl-C tests would
+# see their stages carry on. Python's own handler here; a process started from here gets the default again.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 # One training process per stage, in this process and the commands it starts (as helpers.project_env):
 # the tests run two files at once on 2 cores. A test that wants the process pool sets it itself.
 os.environ.setdefault("PIPELINE_WORKERS", "1")
