@@ -28,6 +28,34 @@ os.environ["DVC_ROOT"] = tempfile.mkdtemp(prefix="pipeline-tests-root-")
 atexit.register(shutil.rmtree, os.environ["DVC_ROOT"], True)  # this process's: xdist's controller makes one too
 
 
+# The test files that take longest, slowest first, by their seconds in a full run (2026-12-06, 2 workers): pytest
+# hands the files to its workers in this order (`--dist loadfile --no-loadscope-reorder` in pyproject.toml), so the
+# long ones start first and the short ones fill the end. xdist's own order, files with more tests first, left one
+# worker idle for the last 263 s of 1,206: it started docs/extending.md's 3 tests (339 s) at 747 s. Every other
+# file comes after these, in its own order.
+SLOWEST_FIRST = [
+    "test_docs_pipelines.py",  # 339 s
+    "test_docs_team.py",  # 283
+    "test_cluster.py",  # 197
+    "test_pipeline.py",  # 194
+    "test_tracking.py",  # 170
+    "test_docs.py",  # 164
+    "test_faults.py",  # 157
+    "test_reproducible.py",  # 120
+    "test_decide.py",  # 115
+    "test_tune.py",  # 111
+    "test_experiments.py",  # 95
+    "test_extending.py",  # 54
+    "test_predict.py",  # 45
+    "test_messages.py",  # 23
+]
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's tests keep their order
+
+
 @pytest.fixture(scope="session", autouse=True)
 def kernels_compiled():
     """numba's cache of the CPU kernels, filled once here and copied into every temp project."""

@@ -124,6 +124,22 @@ def copy_of(project, tmp_path, name="project"):
     return copy, env
 
 
+def without_tracking(repo, env):
+    """tracking.enabled: false in the project's params.yaml (its layout kept), `check` re-run, committed: for the
+    tests whose checks and shown outputs involve no MLflow. A stage with tracking off never imports MLflow: on a
+    shrunk project that is about half of a stage process's CPU (a train stage, 2026-12-06: 5.2-6.5 s with
+    tracking, 3.2-3.5 s without). MLflow is read where it is the subject: docs/mlflow.md, experiments.md's
+    queued grid, team.md, tests/test_tracking.py, tests/test_pipeline.py."""
+    document = YAML()
+    params = document.load((repo / "params.yaml").read_text())
+    params["tracking"]["enabled"] = False
+    out = io.StringIO()
+    document.dump(params, out)
+    (repo / "params.yaml").write_text(out.getvalue())
+    run(["dvc", "repro"], repo, env)  # check alone re-runs: tracking is in no run config
+    run(["git", "commit", "-qam", "tracking off"], repo, env)
+
+
 def setup_pipeline(repo, env):
     """The page's images, made as it says: a dark test-set sneaker on white, 168x112; a pullover with margins, 40x52."""
     from pipeline.data import load_split
@@ -185,12 +201,30 @@ def setup_study(repo, env):
 TUNED = ("vanilla", "dropout")  # the baseline, and the variant tuning.md's commands name
 
 
+def keep_variants(repo, names):
+    """params.yaml with only the variants `names` (the file's layout and comments kept); not committed."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["variants"] = {name: params["variants"][name] for name in names}
+    (repo / "params.yaml").write_text(shrink_in_place((repo / "params.yaml").read_text(), params))
+
+
 def setup_tuning(repo, env):
     """The search shrunk (3 trials, one re-scoring seed) and the project to the variants of `TUNED` (each
     variant's search, final seeds and scoring is the same work again), committed: `make tune`'s stages are
     the same per variant, and the page names dropout alone."""
     (repo / "tune/params.yaml").write_text(yaml.safe_dump(shrunk_search(TUNED), sort_keys=False))
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["variants"] = {name: params["variants"][name] for name in TUNED}
-    (repo / "params.yaml").write_text(shrink_in_place((repo / "params.yaml").read_text(), params))
+    keep_variants(repo, TUNED)
     run(["git", "commit", "-qam", "a shrunk search, on two variants"], repo, env)
+
+
+EXPERIMENTED = ("vanilla", "dropout")  # the baseline, and the variant experiments.md's commands change
+
+
+def setup_experiments(repo, env):
+    """The project cut to the variants of `EXPERIMENTED`, reproduced and committed as the repository's results
+    are (the page diffs its experiments against them): every command of the page re-runs, per variant, what it
+    runs for dropout or vanilla, and each variant's stages cost a `dvc exp run` in every queued copy. The cut
+    variants' files stay, as they would in a reader's project (dvc.yaml's plots still name their curves)."""
+    keep_variants(repo, EXPERIMENTED)
+    run(["dvc", "repro"], repo, env)  # check rewrites the run configs (the same bytes), report the verdicts
+    run(["git", "commit", "-qam", "the project on two variants"], repo, env)

@@ -16,13 +16,12 @@ import test_docs_pipelines
 import test_docs_team
 import torch
 from helpers import ROOT, postgres, run, stop_queue_workers
-from pages import copy_of, options, read, setup_pipeline, setup_tuning
+from pages import EXPERIMENTED, copy_of, options, read, setup_experiments, setup_pipeline, setup_tuning
 from reader import Reader
 from sqlalchemy.engine import make_url
 
 pytestmark = pytest.mark.slow
 
-VARIANTS = ["vanilla", "batchnorm", "dropout", "weight_decay", "mlp"]  # the README project's
 PAGES = ["README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "docs").glob("*.md"))]
 
 
@@ -68,6 +67,7 @@ RESULT_KEY = re.compile(
 
 def test_experiments_page(reproduced, tmp_path):
     repo, env = copy_of(reproduced, tmp_path)
+    setup_experiments(repo, env)
     # MLflow's documented form of a local store, relative: a queued experiment runs in a temp copy, and its runs
     # must still land in the workspace's store (pipeline/mlflow_store.py resolves it against the repo)
     env = {**env, "MLFLOW_TRACKING_URI": "sqlite:///mlflow.db"}
@@ -80,11 +80,11 @@ def test_experiments_page(reproduced, tmp_path):
     # more seeds: each variant trains its new seed only, and the seeds it had keep their scores
     added = reader.printed_by("-n ten-seeds")
     trained = re.findall(r"^(train@\S+) done in", added, re.MULTILINE)
-    assert sorted(trained) == sorted(f"train@{v}-2" for v in VARIANTS), added
+    assert sorted(trained) == sorted(f"train@{v}-2" for v in EXPERIMENTED), added
     assert "Running stage 'evaluate@vanilla'" in added and "Running stage 'report'" in added, added
     refs = run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"], repo, env).stdout.split()
     (ten,) = [ref for ref in refs if ref.endswith("/ten-seeds")]
-    for name in VARIANTS:
+    for name in EXPERIMENTED:
         old = json.loads(run(["git", "show", f"{ten}^:metrics/{name}.json"], repo, env).stdout)  # its baseline
         new = json.loads(run(["git", "show", f"{ten}:metrics/{name}.json"], repo, env).stdout)
         assert new["seeds"] == 3 and all(new[f"test_acc_seed{s}"] == old[f"test_acc_seed{s}"] for s in (0, 1))

@@ -1,6 +1,7 @@
 """The docs are tests (tests/test_docs.py): docs/extending.md, study.md and sweep.md, read block
 by block on a copy of the reproduced shrunk project (conftest.py builds it once for both files), and what each
-page says its commands do checked on what they printed and wrote."""
+page says its commands do checked on what they printed and wrote. None of the three is about MLflow: each copy
+has tracking off (pages.without_tracking)."""
 
 import hashlib
 import json
@@ -13,7 +14,7 @@ import test_dependencies
 import torch
 import yaml
 from helpers import ROOT, build, run
-from pages import copy_of, options, read, setup_extending, setup_study
+from pages import copy_of, options, read, setup_extending, setup_study, without_tracking
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +22,7 @@ pytestmark = pytest.mark.slow
 def test_extending_page(reproduced, tmp_path, monkeypatch):
     """Each recipe does what the page says (the knob's, which has landed, is tests/test_extending.py's)."""
     repo, env = copy_of(reproduced, tmp_path)
+    without_tracking(repo, env)
     setup_extending(repo, env)
     reader = read("docs/extending.md", repo, env, **options("docs/extending.md", repo))
 
@@ -65,6 +67,7 @@ def test_study_page(reproduced, tmp_path):
     from pipeline.params import load_params
 
     repo, env = copy_of(reproduced, tmp_path)
+    without_tracking(repo, env)
     assert not (repo / "study/metrics").exists()  # `make run` never ran it
     first = setup_study(repo, env)
     assert "train@cnn2-0 done" in first and "Stage 'train@cnn2-0' didn't change" in first
@@ -115,5 +118,6 @@ def test_study_page(reproduced, tmp_path):
 
 def test_sweep_page(reproduced, tmp_path):
     repo, env = copy_of(reproduced, tmp_path)
+    without_tracking(repo, env)
     read("docs/sweep.md", repo, env)
     assert (repo / "sweep/report.md").is_file()

@@ -7,15 +7,17 @@ import time
 import pytest
 from documented import documented
 from helpers import run, stop_queue_workers
-from pages import copy_of
+from pages import copy_of, without_tracking
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def project(reproduced, tmp_path_factory):
-    """A copy of the session's README project (pages.copy_of): the real config shrunk, reproduced, committed."""
+    """A copy of the session's README project (pages.copy_of): the real config shrunk, reproduced, committed; tracking
+    off (pages.without_tracking: nothing here reads MLflow)."""
     repo, env = copy_of(reproduced, tmp_path_factory.mktemp("experiments"))
+    without_tracking(repo, env)
     yield repo, env
     stop_queue_workers(repo)  # a worker can hang at shutdown after its tasks are done
 
