@@ -22,7 +22,6 @@ pytestmark = pytest.mark.slow
 def test_extending_page(reproduced, tmp_path, monkeypatch):
     """Each recipe does what the page says (the knob's, which has landed, is tests/test_extending.py's)."""
     repo, env = copy_of(reproduced, tmp_path)
-    without_tracking(repo, env)
     setup_extending(repo, env)
     reader = read("docs/extending.md", repo, env, **options("docs/extending.md", repo))
 
