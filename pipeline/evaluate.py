@@ -39,10 +39,10 @@ from pipeline.checkpoint import load_checkpoint
 from pipeline.data import load_split, to_model_input
 from pipeline.engine import loss_and_accuracy, predict
 from pipeline.errors import PipelineError, declare_outputs, run_stage
+from pipeline.interval import summary
 from pipeline.io import per_seed, read_json, save_torch, seed_key, write_json
 from pipeline.params import load_params
 from pipeline.runtime import setup_torch
-from pipeline.stats import summary
 
 SUMMARISED = ("test_acc", "val_acc", "train_acc", "test_loss", "val_loss", "train_loss")
 CURVES = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")

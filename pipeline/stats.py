@@ -1,7 +1,7 @@
-"""Statistics over training seeds: intervals per variant, tests between variants.
+"""Statistics over training seeds: the tests between variants.
 
 Each seed is one independent training run, so a variant's accuracies are a
-small sample: the interval is Student's t (n - 1 degrees of freedom), and two
+small sample: its interval is Student's t (n - 1 degrees of freedom; interval.py), and two
 variants are compared with Welch's t-test, which does not assume that their
 seed-to-seed spreads are equal (batch norm's is often smaller). Comparing
 several variants with one baseline is several tests at once: Holm's step-down
@@ -21,24 +21,6 @@ import numpy as np
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.weightstats import ttost_ind
-
-
-def summary(values, confidence, bounds=(-np.inf, np.inf)):
-    """{n, mean, std, ci_low, ci_high} of a sample; std and the interval are None for one value.
-
-    The t interval is cut to `bounds`, what the quantity can be (an accuracy
-    in [0, 1], a loss >= 0): with two seeds it can reach far past them.
-    """
-    x = np.asarray(values, dtype=float)
-    n, mean = len(x), float(x.mean())
-    if n < 2:
-        return {"n": n, "mean": mean, "std": None, "ci_low": None, "ci_high": None}
-    std = float(x.std(ddof=1))
-    if std == 0:  # every seed agrees: the interval is the point (t.interval wants a scale > 0)
-        return {"n": n, "mean": mean, "std": 0.0, "ci_low": mean, "ci_high": mean}
-    low, high = stats.t.interval(confidence, n - 1, loc=mean, scale=std / np.sqrt(n))
-    low, high = max(float(low), bounds[0]), min(float(high), bounds[1])
-    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high}
 
 
 def welch(a, b, confidence):

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from pipeline.evaluate import aggregate
+from pipeline.interval import summary
 from pipeline.params import Report
 from pipeline.report import comparisons, report_text, still_improving, table
 from pipeline.stats import (
@@ -18,7 +19,6 @@ from pipeline.stats import (
     holm_levels,
     image_noise_se,
     seeds_to_decide,
-    summary,
     tost,
     tost_power,
     verdict,
@@ -46,6 +46,19 @@ def test_summary_by_hand():
     assert s["n"] == 3 and s["mean"] == pytest.approx(0.91) and s["std"] == pytest.approx(0.01)
     half = 4.302652729911275 * 0.01 / math.sqrt(3)
     assert (s["ci_low"], s["ci_high"]) == pytest.approx((0.91 - half, 0.91 + half))
+
+
+def test_summary_is_scipys_t_interval_bit_for_bit():
+    """interval.py computes the interval without importing scipy.stats; the same bits as t.interval, which the
+    committed metrics were computed with."""
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(2, 40))
+        values, confidence = rng.normal(rng.uniform(0.5, 1), rng.uniform(1e-5, 0.1), n), rng.uniform(0.5, 0.999)
+        mean, std = float(values.mean()), float(values.std(ddof=1))
+        low, high = scipy_stats.t.interval(confidence, n - 1, loc=mean, scale=std / np.sqrt(n))
+        s = summary(values, confidence)
+        assert (s["ci_low"], s["ci_high"]) == (float(low), float(high))
 
 
 def test_summary_of_one_seed_has_no_spread_and_equal_seeds_a_point():
