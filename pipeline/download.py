@@ -49,15 +49,55 @@ class DataError(PipelineError):
     """No source gave a file that passed its checksum."""
 
 
+# What the source `torchvision` means: torchvision.datasets.<Dataset>.mirrors and .resources (torchvision 0.29),
+# copied because importing torchvision (and torch with it) costs 1.9 s of CPU, most of this stage's own on small
+# files; tests/test_download.py checks the copy against the installed torchvision. QMNIST's are whole URLs.
+_MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+_QMNIST = "https://raw.githubusercontent.com/facebookresearch/qmnist/master/"
+TORCHVISION_FILES = {
+    "FashionMNIST": (
+        ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+        (
+            ("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+            ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+            ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+            ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310"),
+        ),
+    ),
+    "MNIST": (
+        _MNIST_MIRRORS,
+        (
+            ("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+            ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+            ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+            ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c"),
+        ),
+    ),
+    "KMNIST": (
+        ("http://codh.rois.ac.jp/kmnist/dataset/kmnist/",),
+        (
+            ("train-images-idx3-ubyte.gz", "bdb82020997e1d708af4cf47b453dcf7"),
+            ("train-labels-idx1-ubyte.gz", "e144d726b3acfaa3e44228e80efcd344"),
+            ("t10k-images-idx3-ubyte.gz", "5c965bf0a639b31b8f53240b1b52f4d7"),
+            ("t10k-labels-idx1-ubyte.gz", "7320c461ea6c1c855c0b718fb2a4b134"),
+        ),
+    ),
+    "QMNIST": (
+        ("",),  # its train and test files (not the extra `nist` ones), by whole URL
+        (
+            (_QMNIST + "qmnist-train-images-idx3-ubyte.gz", "ed72d4157d28c017586c42bc6afe6370"),
+            (_QMNIST + "qmnist-train-labels-idx2-int.gz", "0058f8dd561b90ffdd0f734c6a30e5e4"),
+            (_QMNIST + "qmnist-test-images-idx3-ubyte.gz", "1394631089c404de565df7b7aeaf9412"),
+            (_QMNIST + "qmnist-test-labels-idx2-int.gz", "5b5b05890a5e13444e108efe57b788aa"),
+        ),
+    ),
+}
+
+
 def dataset_files(dataset):
     """[(gz file name, torchvision's MD5 of it, torchvision's URLs)] for a dataset."""
-    from torchvision import datasets  # slow to import: only this stage and split need it
-
-    cls = getattr(datasets, dataset)
-    if dataset == "QMNIST":  # resources by subset, with whole URLs
-        pairs = cls.resources["train"] + cls.resources["test"]
-        return [(url.rsplit("/", 1)[1], md5, [url]) for url, md5 in pairs]
-    return [(name, md5, [mirror + name for mirror in cls.mirrors]) for name, md5 in cls.resources]
+    mirrors, resources = TORCHVISION_FILES[dataset]
+    return [(url.rsplit("/", 1)[-1], md5, [mirror + url for mirror in mirrors]) for url, md5 in resources]
 
 
 def _candidates(source, gz_name, urls):

@@ -6,9 +6,11 @@ import pytest
 import torch
 from documented import documented
 from helpers import serve_folder, write_idx_folder
+from torchvision import datasets
 from torchvision.datasets import FashionMNIST
 
-from pipeline.download import RAW_SHA256, DataError, download
+from pipeline.choices import DATASETS
+from pipeline.download import RAW_SHA256, TORCHVISION_FILES, DataError, download
 
 DEBIAN = Path("/usr/share/datasets/fashion-mnist")
 
@@ -105,21 +107,32 @@ def test_debian_files_match_the_pinned_sums(tmp_path):
     assert set(RAW_SHA256["FashionMNIST"]) == {p.name for p in (out / "FashionMNIST" / "raw").iterdir()}
 
 
+def test_the_copy_of_torchvisions_file_lists_is_the_installed_torchvisions():
+    """download's copy of torchvision's mirrors and MD5s (it does not import torchvision) against the classes'."""
+    assert set(TORCHVISION_FILES) == set(DATASETS)
+    for name, (mirrors, resources) in TORCHVISION_FILES.items():
+        cls = getattr(datasets, name)
+        if name == "QMNIST":  # its train and test files by whole URL; the mirrors are MNIST's, for other files
+            assert list(resources) == cls.resources["train"] + cls.resources["test"] and mirrors == ("",)
+        else:
+            assert list(mirrors) == cls.mirrors and list(resources) == cls.resources, name
+
+
 @pytest.fixture
 def torchvision_mirrors(idx_folder, monkeypatch):
-    """torchvision's FashionMNIST pointed at loopback mirrors laid out like its own (<mirror>/<name>.gz): a
+    """The source `torchvision` pointed at loopback mirrors laid out like torchvision's (<mirror>/<name>.gz): a
     refused one first, then ours, with the .gz MD5s of our synthetic files where torchvision pins the real ones.
-    Only the addresses and sums change: download reads them from torchvision as it does in production."""
+    Only the addresses and sums change: download reads them from its copy of torchvision's as in production."""
     import hashlib
 
     from helpers import free_port
 
     folder, _ = idx_folder
-    resources = [(name, hashlib.md5((folder / name).read_bytes()).hexdigest()) for name, _ in FashionMNIST.resources]
+    _, real = TORCHVISION_FILES["FashionMNIST"]
+    resources = tuple((name, hashlib.md5((folder / name).read_bytes()).hexdigest()) for name, _ in real)
     with serve_folder(folder) as url:
         refused = f"http://127.0.0.1:{free_port()}/"
-        monkeypatch.setattr(FashionMNIST, "mirrors", [refused, url])
-        monkeypatch.setattr(FashionMNIST, "resources", resources)
+        monkeypatch.setitem(TORCHVISION_FILES, "FashionMNIST", ((refused, url), resources))
         yield folder, url, refused
 
 
