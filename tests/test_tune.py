@@ -19,6 +19,7 @@ from helpers import (
     ROOT,
     RayCluster,
     free_port,
+    markdown_table,
     postgres,
     run,
     shrunk_params,
@@ -394,3 +395,20 @@ def test_the_tuned_tables_cell_of_a_one_seed_run_has_no_interval():
     assert accuracy_cell(one_seed, "test_acc") == "40.50% (one seed)"
     three = {"val_acc_mean": 0.9123, "val_acc_ci_low": 0.90004, "val_acc_ci_high": 0.92456}
     assert accuracy_cell(three, "val_acc") == "91.23% [90.00, 92.46]"
+
+
+def test_the_tuned_verdicts_in_the_docs_are_the_committed_comparison():
+    """docs/tuning.md's verdicts against tuned vanilla, and docs/results.md's seed estimates, as
+    tune/comparison.json (tune/report.md) holds them."""
+    comparison = json.loads((ROOT / "tune/comparison.json").read_text())
+    rows = markdown_table((ROOT / "docs/tuning.md").read_text(), "| tuned variant − tuned vanilla |")
+    assert [row[0] for row in rows] == list(comparison)
+    for name, shown, verdict in rows:
+        compared = comparison[name]
+        expected = [f"{compared[k] * 100:+.2f}".replace("-", "−") for k in ("diff", "ci_low", "ci_high")]
+        assert shown == "{} pt [{}, {}]".format(*expected), (name, shown)
+        assert re.match(r"\**(\w+)", verdict)[1] == compared["verdict"], (name, verdict)
+        if compared["seeds_needed"]:
+            assert f"~{compared['seeds_needed']} seeds per variant would decide" in verdict, (name, verdict)
+    needed = [f"~{compared['seeds_needed']}" for compared in comparison.values() if compared["seeds_needed"]]
+    assert f"{' and '.join(needed)} seeds per variant would decide" in (ROOT / "docs/results.md").read_text()
