@@ -76,8 +76,13 @@ def load_checkpoint(path, device):
     path = Path(path)
     if not path.is_file():
         raise PipelineError(f"model checkpoint {path} not found (run stage train first)")
-    advice = way_back(path)  # from dvc.lock, the workspace and the cache: none for a file no stage wrote
-    advice = f"; {advice}" if advice else ""
+
+    def advice():
+        """'; <the way back>' from dvc.lock, the workspace and the cache ('' for a file no stage wrote): asked only
+        on a failure, since it opens DVC's repository and hashes the file (0.4 s of CPU per checkpoint)."""
+        found = way_back(path)
+        return f"; {found}" if found else ""
+
     try:
         with warnings.catch_warnings():  # torch's note on a pickle protocol it then refuses anyway
             warnings.simplefilter("ignore", UserWarning)
@@ -87,17 +92,17 @@ def load_checkpoint(path, device):
         if "GLOBAL" in reason:  # weights_only refused a Python object: never run code from a file
             raise PipelineError(
                 f"{path} is not a checkpoint this pipeline wrote: it holds a Python object, not only tensors and "
-                f"numbers ({reason[:100]}), and is not loaded{advice}"
+                f"numbers ({reason[:100]}), and is not loaded{advice()}"
             ) from None
-        raise PipelineError(f"{path} cannot be read (UnpicklingError: {reason[:120]}){advice}") from None
+        raise PipelineError(f"{path} cannot be read (UnpicklingError: {reason[:120]}){advice()}") from None
     except Exception as e:  # truncated, overwritten or not a checkpoint: any failure to read it
         raise PipelineError(
-            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}){advice}"
+            f"{path} cannot be read ({type(e).__name__}: {str(e).splitlines()[0][:120]}){advice()}"
         ) from None
     expected = [f.name for f in fields(Checkpoint)]
     if not isinstance(stored, dict) or sorted(stored) != sorted(expected):
         keys = sorted(stored) if isinstance(stored, dict) else type(stored).__name__
-        raise PipelineError(f"{path} is not a checkpoint of this version (keys {keys}, expected {expected}){advice}")
+        raise PipelineError(f"{path} is not a checkpoint of this version (keys {keys}, expected {expected}){advice()}")
     checkpoint = Checkpoint(
         **{
             **stored,
