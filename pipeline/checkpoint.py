@@ -79,7 +79,8 @@ def load_checkpoint(path, device):
 
     def advice():
         """'; <the way back>' from dvc.lock, the workspace and the cache ('' for a file no stage wrote): asked only
-        on a failure, since it opens DVC's repository and hashes the file (0.4 s of CPU per checkpoint)."""
+        on a failure, since it opens DVC's repository and hashes the file (a shrunk evaluate's two checkpoints:
+        0.3 s of CPU, quiet, AMD EPYC, 2026-12-06)."""
         found = way_back(path)
         return f"; {found}" if found else ""
 
