@@ -50,8 +50,9 @@ class DataError(PipelineError):
 
 
 # What the source `torchvision` means: torchvision.datasets.<Dataset>.mirrors and .resources (torchvision 0.29),
-# copied because importing torchvision (and torch with it) costs 1.9 s of CPU, most of this stage's own on small
-# files; tests/test_download.py checks the copy against the installed torchvision. QMNIST's are whole URLs.
+# copied because importing torchvision (and torch with it) costs 2-3 s of CPU (2.15 s per process in the test
+# suite, 2026-12-06), nearly all of this stage's own on small files; tests/test_download.py checks the copy
+# against the installed torchvision. QMNIST's are whole URLs.
 _MNIST_MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 _QMNIST = "https://raw.githubusercontent.com/facebookresearch/qmnist/master/"
 TORCHVISION_FILES = {
