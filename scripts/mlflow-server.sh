@@ -100,12 +100,17 @@ fi
 
 # Basic auth: MLflow reads its settings from an ini file; ours lives in $STATE (mode 600: it names the database).
 # Teammates may log runs to every experiment (EDIT); the admin manages users and permissions.
+# A login is checked once a minute, not on every request (MLflow's auth cache, off by default): a check costs
+# ~70 ms of CPU by design (scrypt), and a stage logging its epochs makes hundreds of requests. A password changed
+# through MLflow's API counts at once on the worker that took the change; with MLFLOW_WORKERS > 1, the other
+# workers may take the old one for up to that minute.
 (umask 077 && cat > "$state/basic_auth.ini" <<INI
 [mlflow]
 default_permission = EDIT
 database_uri = ${MLFLOW_AUTH_DATABASE_URI:-sqlite:///$state/basic_auth.db}
 admin_username = ${MLFLOW_AUTH_ADMIN:-admin}
 authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+auth_cache_ttl_seconds = 60
 INI
 )
 export MLFLOW_AUTH_CONFIG_PATH="$state/basic_auth.ini"

@@ -1,12 +1,15 @@
-"""The team MLflow server started as root from a clone the postgres user cannot reach. The server as
-docs/team.md runs it, a pipeline logging to it by host name with a teammate's login, and its refusals are
-tests/test_docs_team.py's. PostgreSQL comes from Debian's `postgresql` (`make test` installs it)."""
+"""The team MLflow server started as root from a clone the postgres user cannot reach, and what its logins cost
+it. The server as docs/team.md runs it, a pipeline logging to it by host name with a teammate's login, and its
+refusals are tests/test_docs_team.py's. PostgreSQL comes from Debian's `postgresql` (`make test` installs it)."""
 
+import base64
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -60,3 +63,63 @@ def test_the_server_starts_from_a_clone_the_postgres_user_cannot_reach(tmp_path)
             running = (pgdata / "postmaster.pid").exists()
             subprocess.run(["rm", "-rf", str(pgdata)], check=False)
             assert not running, "PostgreSQL was left running"
+
+
+def session_cpu(session):
+    """CPU-seconds, user + sys, of the live processes of a session (the server script and what it started)."""
+    total = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        if int(fields[3]) == session:
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def test_a_login_is_checked_once_not_on_every_request(tmp_path):
+    """A login costs the server a scrypt hash (~70 ms of CPU by design) when it is checked: the script turns on
+    MLflow's auth cache, so 40 requests with one login cost it about one check (without the cache, 5.7-6.0 s
+    of the server's CPU here), and a wrong password is still refused."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "STATE": str(tmp_path / "state"),
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_BIN": str(Path(sys.executable).parent / "mlflow"),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-for-tests",
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/runs.db",  # the logins are the subject, not PostgreSQL
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/users.db",
+    }
+    env.pop("MLFLOW_USERS_FILE", None)
+    proc = subprocess.Popen(
+        [str(ROOT / "scripts/mlflow-server.sh")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+    def get(password):
+        login = base64.b64encode(f"admin:{password}".encode()).decode()
+        url = f"http://localhost:{port}/api/2.0/mlflow/experiments/get?experiment_id=0"
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"Authorization": f"Basic {login}"})) as r:
+            return r.status
+
+    try:
+        wait_for_url(f"http://localhost:{port}/health", proc, timeout=120)
+        assert get("admin-password-for-tests") == 200  # the first check, cached
+        before = session_cpu(proc.pid)
+        for _ in range(40):
+            get("admin-password-for-tests")
+        spent = session_cpu(proc.pid) - before
+        assert spent < 1.5, f"40 requests cost the server {spent:.2f} s of CPU"
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get("not-the-password")
+        assert refused.value.code == 401
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
