@@ -80,7 +80,7 @@ def session_cpu(session):
 
 def test_a_login_is_checked_once_not_on_every_request(tmp_path):
     """A login costs the server a scrypt hash (~70 ms of CPU by design) when it is checked: the script turns on
-    MLflow's auth cache, so 40 requests with one login cost it about one check (without the cache, 5.7-6.0 s
+    MLflow's auth cache, so 40 requests with one login cost it about one check (without the cache, 5.7-6.3 s
     of the server's CPU here), and a wrong password is still refused."""
     port = free_port()
     env = {
