@@ -213,18 +213,11 @@ def run_stage(main):
     What the imports made lives as long as the process (torch's 180,000 objects, 550,000 with dynamo's and
     MLflow's), so it is frozen out of the cyclic garbage collector before main(), and everything again
     before the interpreter's collections at exit, which would walk it all for nothing (gc.freeze). A shrunk
-    train stage, 3 runs each (AMD EPYC, 2026-12-06): 4.21 s of CPU -> 2.67 s with tracking off, 6.37 ->
-    4.38 s with it on.
+    train stage, 3 runs each (AMD EPYC, 2026-12-06): 3.90 s of CPU -> 2.59 s with tracking off, 6.50 ->
+    4.35 s with it on.
     """
     signal.signal(signal.SIGTERM, _raise_terminated)
     gc.freeze()
-    try:
-        _run(main)
-    finally:
-        gc.freeze()
-
-
-def _run(main):
     try:
         main()
     except PipelineError as e:
@@ -238,3 +231,5 @@ def _run(main):
         if e.errno == errno.ENOSPC:
             _fail(f"error: no space left on the device{f' holding {e.filename}' if e.filename else ''}", 2)
         _fail(f"error: {e.filename or ''}{': ' if e.filename else ''}{e.strerror or e}", 2)
+    finally:  # also on the way out through _fail's sys.exit
+        gc.freeze()

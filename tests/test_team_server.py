@@ -18,6 +18,22 @@ from helpers import ROOT, free_port, wait_for_url
 pytestmark = pytest.mark.slow
 
 
+def server_env(state, port, artifacts, **settings):
+    """scripts/mlflow-server.sh's environment: its files in `state`, on `port`, the suite's mlflow, no job
+    runner, no teammates file, and its own PostgreSQL cluster unless `settings` name a database."""
+    env = {k: v for k, v in os.environ.items() if k not in ("PGDATA", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_USERS_FILE")}
+    return {
+        **env,
+        "STATE": str(state),
+        "MLFLOW_PORT": str(port),
+        "MLFLOW_BIN": str(Path(sys.executable).parent / "mlflow"),
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-for-tests",
+        **settings,
+    }
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="only root runs PostgreSQL as another user (the postgres user)")
 def test_the_server_starts_from_a_clone_the_postgres_user_cannot_reach(tmp_path):
     """Root's home is mode 700, so the postgres user cannot reach a clone there: the script keeps the cluster in
@@ -26,18 +42,7 @@ def test_the_server_starts_from_a_clone_the_postgres_user_cannot_reach(tmp_path)
     home.mkdir(mode=0o700)
     state = home / "clone/.mlflow-server"
     port = free_port()
-    env = {
-        **os.environ,
-        "STATE": str(state),
-        "PGPORT": str(free_port()),
-        "MLFLOW_PORT": str(port),
-        "MLFLOW_BIN": str(Path(sys.executable).parent / "mlflow"),
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
-        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-for-tests",
-    }
-    for name in ("PGDATA", "MLFLOW_BACKEND_STORE_URI", "MLFLOW_USERS_FILE"):
-        env.pop(name, None)
+    env = server_env(state, port, tmp_path / "artifacts", PGPORT=str(free_port()))
     log = tempfile.TemporaryFile("w+")
     proc = subprocess.Popen(
         [str(ROOT / "scripts/mlflow-server.sh")], env=env, stdout=log, stderr=log, start_new_session=True
@@ -83,18 +88,13 @@ def test_a_login_is_checked_once_not_on_every_request(tmp_path):
     MLflow's auth cache, so 40 requests with one login cost it about one check (without the cache, 5.7-6.3 s
     of the server's CPU here), and a wrong password is still refused."""
     port = free_port()
-    env = {
-        **os.environ,
-        "STATE": str(tmp_path / "state"),
-        "MLFLOW_PORT": str(port),
-        "MLFLOW_BIN": str(Path(sys.executable).parent / "mlflow"),
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
-        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-password-for-tests",
-        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path}/runs.db",  # the logins are the subject, not PostgreSQL
-        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path}/users.db",
-    }
-    env.pop("MLFLOW_USERS_FILE", None)
+    env = server_env(
+        tmp_path / "state",
+        port,
+        tmp_path / "artifacts",
+        MLFLOW_BACKEND_STORE_URI=f"sqlite:///{tmp_path}/runs.db",  # the logins are the subject, not PostgreSQL
+        MLFLOW_AUTH_DATABASE_URI=f"sqlite:///{tmp_path}/users.db",
+    )
     proc = subprocess.Popen(
         [str(ROOT / "scripts/mlflow-server.sh")],
         env=env,
